@@ -1,0 +1,51 @@
+# AIGC from Beginner to Practice: the two commands of the README.
+#   make book   set up the environment (.venv) and build the book in full mode
+#   make test   set up the environment and run every test (package, notebooks, book build, rendering)
+# Other targets: setup, book-fast, lab, lint, strip, clean.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Use the local data mirror next to the repository when there is one (CI and the course machines).
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export AIGC_DATA_DIR ?= $(SHARED_DATA)
+endif
+# Keep compiled kernels and caches inside the tree, out of the user's home.
+export TORCHINDUCTOR_CACHE_DIR ?= $(abspath _build/.inductor)
+export MPLBACKEND ?= Agg
+
+.PHONY: setup book book-fast test lab lint strip clean
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c requirements/constraints.txt torch
+	$(BIN)/python -m pip install -c requirements/constraints.txt -e ".[dev,book]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aigc-course)"
+	touch $@
+
+setup: $(VENV)/.installed
+
+book: setup
+	AIGC_BOOK=1 $(BIN)/jupyter-book build . --path-output _build/full -W -n --keep-going
+	@echo "Book built (full mode): file://$(abspath _build/full/_build/html/index.html)"
+
+book-fast: setup
+	AIGC_FAST=1 AIGC_BOOK=1 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
+	@echo "Book built (fast mode): file://$(abspath _build/fast/_build/html/index.html)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+lint: setup
+	$(BIN)/ruff check src tests notebooks
+
+strip: setup
+	$(BIN)/python scripts/strip_outputs.py notebooks
+
+clean:
+	rm -rf _build

@@ -1,0 +1,32 @@
+"""Data layer of the course: datasets by name, verified downloads, tensors ready to train on."""
+
+from .download import (
+    ChecksumError,
+    DataError,
+    DataUnavailableError,
+    cache_dir,
+    download,
+    fetch,
+    fetch_file,
+    mirror_dir,
+    sha256sum,
+)
+from .images import (
+    DIGIT_NAMES,
+    FASHION_CLASSES,
+    image_tensors,
+    load_images,
+    read_idx,
+    torchvision_dataset,
+)
+from .registry import DATASETS, DatasetInfo, RemoteFile, UnknownDatasetError, dataset_info
+from .text import Poem, SentencePair, load_en_zh, load_tang_poems, load_text, train_val_split
+from .toy import TOY_2D, toy_2d
+
+__all__ = [
+    "ChecksumError", "DataError", "DataUnavailableError", "cache_dir", "download", "fetch",
+    "fetch_file", "mirror_dir", "sha256sum", "DIGIT_NAMES", "FASHION_CLASSES", "image_tensors",
+    "load_images", "read_idx", "torchvision_dataset", "DATASETS", "DatasetInfo", "RemoteFile",
+    "UnknownDatasetError", "dataset_info", "Poem", "SentencePair", "load_en_zh",
+    "load_tang_poems", "load_text", "train_val_split", "TOY_2D", "toy_2d",
+]

@@ -1,0 +1,107 @@
+"""Mode, device and seed: the three facts every notebook sets in its first cell.
+
+Taught in "How to use this course" (book/setup.md). Two modes:
+
+* fast mode (``AIGC_FAST=1``): every notebook shrinks its workload so it runs on a CPU in
+  seconds; CI uses it.
+* full mode (the default): real training, on a GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def is_fast() -> bool:
+    """True when ``AIGC_FAST`` is set: notebooks then use their small CI workload."""
+    return _env_flag("AIGC_FAST")
+
+
+def is_quiet() -> bool:
+    """True in CI (``CI`` set) or when ``AIGC_QUIET`` is set: progress bars are hidden."""
+    return _env_flag("CI") or _env_flag("AIGC_QUIET")
+
+
+def in_book_build() -> bool:
+    """True while the book is being built (``AIGC_BOOK=1``): widgets draw static figures."""
+    return _env_flag("AIGC_BOOK")
+
+
+def pick(fast, full):
+    """Return ``fast`` in fast mode and ``full`` otherwise: ``steps = pick(50, 3000)``."""
+    return fast if is_fast() else full
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """CUDA if available, then Apple MPS, then CPU. ``prefer`` (or ``AIGC_DEVICE``) overrides."""
+    prefer = prefer or os.environ.get("AIGC_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run repeats exactly on one machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def autocast(device: torch.device | str):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere.
+
+    Returns a context manager. fp16 needs a gradient scaler; :func:`aigc_course.train.fit`
+    creates one when :func:`amp_dtype` says fp16.
+    """
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype used on ``device``: bf16/fp16 on CUDA, None (full fp32) elsewhere."""
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What :func:`setup` decided; printed at the top of every notebook."""
+
+    device: torch.device
+    fast: bool
+    seed: int
+
+    def __str__(self) -> str:
+        mode = "fast (AIGC_FAST=1)" if self.fast else "full"
+        return f"device={self.device.type}  mode={mode}  seed={self.seed}  torch={torch.__version__}"
+
+
+def setup(seed: int = 0, style: bool = True) -> Setup:
+    """The one call of a notebook's setup cell: seed, device, mode and the plotting style."""
+    set_seed(seed)
+    if style:
+        from .plotting import use_style
+
+        use_style()
+    return Setup(device=get_device(), fast=is_fast(), seed=seed)
