@@ -1,0 +1,341 @@
+"""Knowledge graphs, TF-IDF retrieval and graph drawing.
+
+Taught in notebook 2.6 "Knowledge graphs, retrieval and a concept map"
+(notebooks/02_concepts/06_knowledge_and_retrieval.ipynb).
+
+* :class:`TripleStore`: facts as (subject, relation, object) triples with pattern queries
+  (``None`` is a wildcard), neighbours and two-hop paths (Hogan et al. 2021, "Knowledge Graphs").
+* :class:`TfidfRetriever`: a bag-of-words retriever, tf-idf weights and cosine similarity,
+  the sparse ancestor of the dense retrievers used by RAG (Lewis et al. 2020).
+* :func:`recall_at_k`: the fraction of relevant documents found in the top k.
+* :func:`draw_graph`: draw a directed graph with matplotlib only (spring, circular or layered
+  layout, or your own positions).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import FancyArrowPatch
+
+from .plotting import PALETTE
+
+# ----------------------------------------------------------------------------- knowledge graph
+
+
+class TripleStore:
+    """A tiny in-memory knowledge graph: a set of (subject, relation, object) string triples.
+
+    >>> kg = TripleStore([("GPT-3", "is_a", "language model")])
+    >>> kg.query(r="is_a")
+    [('GPT-3', 'is_a', 'language model')]
+    """
+
+    def __init__(self, triples=()):
+        self.triples: list[tuple[str, str, str]] = []
+        self._seen: set[tuple[str, str, str]] = set()
+        for t in triples:
+            self.add(t)
+
+    def add(self, *triple) -> bool:
+        """Add one fact, ``add(s, r, o)`` or ``add((s, r, o))``; returns False for a duplicate."""
+        if len(triple) == 1 and isinstance(triple[0], (tuple, list)):
+            triple = tuple(triple[0])
+        if len(triple) != 3:
+            raise ValueError(f"A triple is (subject, relation, object): got {len(triple)} "
+                             f"element(s) {triple!r}.")
+        if not all(isinstance(x, str) and x for x in triple):
+            raise TypeError(f"Triple elements must be non-empty strings, got {triple!r}.")
+        if triple in self._seen:
+            return False
+        self._seen.add(triple)
+        self.triples.append(triple)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.triples)
+
+    def __iter__(self):
+        return iter(self.triples)
+
+    def __contains__(self, triple) -> bool:
+        return tuple(triple) in self._seen
+
+    def query(self, s: str | None = None, r: str | None = None, o: str | None = None):
+        """All triples matching the pattern, in insertion order; ``None`` matches anything."""
+        return [t for t in self.triples
+                if (s is None or t[0] == s) and (r is None or t[1] == r) and (o is None or t[2] == o)]
+
+    def entities(self) -> list[str]:
+        """Every subject and object, in order of first appearance."""
+        return list(dict.fromkeys(x for s, _, o in self.triples for x in (s, o)))
+
+    def relations(self) -> list[str]:
+        return list(dict.fromkeys(r for _, r, _ in self.triples))
+
+    def neighbours(self, node: str) -> list[tuple[str, str, str]]:
+        """Edges touching ``node`` as (relation, other node, direction) with direction 'out'/'in'."""
+        out = [(r, o, "out") for s, r, o in self.triples if s == node]
+        inc = [(r, s, "in") for s, r, o in self.triples if o == node]
+        return out + inc
+
+    def two_hop(self, s: str, r1: str | None = None, r2: str | None = None):
+        """Paths s -r1-> x -r2-> y as tuples (s, r1, x, r2, y); ``None`` relations match anything."""
+        return [(s, ra, x, rb, y)
+                for _, ra, x in self.query(s=s, r=r1)
+                for _, rb, y in self.query(s=x, r=r2)]
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words; hyphenated names stay whole ("GPT-3" -> "gpt-3")."""
+    return _TOKEN.findall(text.lower())
+
+
+class TfidfRetriever:
+    """Rank documents by the cosine similarity of their tf-idf vectors to the query's.
+
+    Step 1, term frequency: tf(t, d) = count of term t in document d.
+    Step 2, inverse document frequency (smoothed, as in scikit-learn):
+        idf(t) = ln((1 + N) / (1 + df(t))) + 1, with N documents and df(t) of them containing t.
+    Step 3, each vector tf * idf is scaled to unit length, so a dot product is a cosine.
+    ``use_idf=False`` gives plain bag-of-words (every idf = 1). Words absent from the fitted
+    vocabulary are ignored in queries.
+    """
+
+    def __init__(self, use_idf: bool = True, stop_words=()):
+        self.use_idf = use_idf
+        self.stop_words = set(stop_words)
+        self.vocab: dict[str, int] | None = None
+        self.idf: torch.Tensor | None = None
+        self.doc_vectors: torch.Tensor | None = None
+
+    def _tokens(self, text: str) -> list[str]:
+        if not isinstance(text, str):
+            raise TypeError(f"Documents and queries must be strings, got {type(text).__name__}.")
+        return [w for w in tokenize(text) if w not in self.stop_words]
+
+    def fit(self, docs) -> TfidfRetriever:
+        """Build the vocabulary, the idf weights and the (N, V) matrix of unit document vectors."""
+        docs = list(docs)
+        if not docs:
+            raise ValueError("fit needs at least one document.")
+        tokens = [self._tokens(d) for d in docs]
+        self.vocab = {w: i for i, w in enumerate(sorted({w for ts in tokens for w in ts}))}
+        df = torch.zeros(len(self.vocab))
+        for ts in tokens:
+            for w in set(ts):
+                df[self.vocab[w]] += 1
+        n = len(docs)
+        self.idf = torch.log((1 + n) / (1 + df)) + 1 if self.use_idf else torch.ones_like(df)
+        self.doc_vectors = torch.stack([self._vector(ts) for ts in tokens])  # (N, V)
+        return self
+
+    def _vector(self, tokens) -> torch.Tensor:
+        v = torch.zeros(len(self.vocab))
+        for w, c in Counter(tokens).items():
+            if w in self.vocab:
+                v[self.vocab[w]] = c
+        v = v * self.idf
+        norm = v.norm()
+        return v / norm if norm > 0 else v
+
+    def _check_fitted(self) -> None:
+        if self.doc_vectors is None:
+            raise RuntimeError("TfidfRetriever is not fitted: call fit(docs) before transform/search.")
+
+    def transform(self, texts) -> torch.Tensor:
+        """Unit tf-idf vectors (len(texts), V) in the fitted vocabulary."""
+        self._check_fitted()
+        if isinstance(texts, str):
+            texts = [texts]
+        return torch.stack([self._vector(self._tokens(t)) for t in texts])
+
+    def search(self, query: str, k: int = 5):
+        """The k best documents: (indices (k,) long, cosine scores (k,) float), best first."""
+        self._check_fitted()
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        scores = self.doc_vectors @ self.transform(query)[0]  # (N,)
+        k = min(k, len(scores))
+        # a stable sort: equal scores keep document order, so results are deterministic
+        order = torch.sort(scores, descending=True, stable=True).indices[:k]
+        return order, scores[order]
+
+
+def recall_at_k(retrieved, relevant, k: int) -> float:
+    """Mean over queries of |relevant ∩ top-k retrieved| / |relevant|.
+
+    ``retrieved``: one ranked sequence of document indices per query; ``relevant``: one
+    collection of relevant indices per query (non-empty).
+    """
+    retrieved, relevant = list(retrieved), list(relevant)
+    if len(retrieved) != len(relevant):
+        raise ValueError(f"{len(retrieved)} rankings but {len(relevant)} relevance sets.")
+    if not retrieved:
+        raise ValueError("recall_at_k needs at least one query.")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    total = 0.0
+    for ranking, rel in zip(retrieved, relevant):
+        rel = {int(i) for i in rel}
+        if not rel:
+            raise ValueError("Each query needs at least one relevant document.")
+        top = {int(i) for i in list(ranking)[:k]}
+        total += len(top & rel) / len(rel)
+    return total / len(retrieved)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _edge_list(edges):
+    """Edges as (u, label or None, v); accepts (u, v) pairs and (u, relation, v) triples."""
+    out = []
+    for e in edges:
+        e = tuple(e)
+        if len(e) == 2:
+            out.append((str(e[0]), None, str(e[1])))
+        elif len(e) == 3:
+            out.append((str(e[0]), str(e[1]), str(e[2])))
+        else:
+            raise ValueError(f"An edge is (u, v) or (u, label, v), got {e!r}.")
+    return out
+
+
+def circular_layout(nodes) -> dict[str, np.ndarray]:
+    """Nodes evenly spaced on the unit circle, the first at the top."""
+    n = len(nodes)
+    return {v: np.array([math.sin(2 * math.pi * i / n), math.cos(2 * math.pi * i / n)])
+            for i, v in enumerate(nodes)}
+
+
+def spring_layout(nodes, edges, iterations: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fruchterman-Reingold (1991): nodes repel (k^2 / d), edges pull (d^2 / k), the step cools.
+
+    Returns positions scaled into [-1, 1]^2. Deterministic for a given ``seed``.
+    """
+    n = len(nodes)
+    index = {v: i for i, v in enumerate(nodes)}
+    pos = np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))  # (n, 2)
+    if n == 1:
+        return {nodes[0]: np.zeros(2)}
+    k = math.sqrt(4.0 / n)  # ideal edge length for an area of 4 (the square [-1, 1]^2)
+    pairs = np.array([(index[u], index[v]) for u, _, v in edges if u != v], dtype=int).reshape(-1, 2)
+    temperature = 0.2
+    for _ in range(iterations):
+        delta = pos[:, None, :] - pos[None, :, :]  # (n, n, 2)
+        dist = np.linalg.norm(delta, axis=-1).clip(min=1e-3)  # (n, n)
+        disp = (delta / dist[..., None] * (k**2 / dist)[..., None]).sum(1)  # repulsion
+        if len(pairs):
+            d = pos[pairs[:, 0]] - pos[pairs[:, 1]]  # (E, 2)
+            length = np.linalg.norm(d, axis=-1, keepdims=True).clip(min=1e-3)
+            pull = d / length * length**2 / k
+            np.add.at(disp, pairs[:, 0], -pull)
+            np.add.at(disp, pairs[:, 1], pull)
+        step = np.linalg.norm(disp, axis=-1, keepdims=True).clip(min=1e-9)
+        pos += disp / step * np.minimum(step, temperature)
+        temperature = max(temperature * 0.98, 0.005)
+    pos -= pos.mean(0)
+    pos /= np.abs(pos).max()
+    return {v: pos[index[v]] for v in nodes}
+
+
+def layered_layout(nodes, edges, direction: str = "LR") -> dict[str, np.ndarray]:
+    """Hierarchy: a node's layer is the longest path to it from a root; within a layer nodes are
+    ordered by the mean position of their parents (fewer crossings). ``direction`` 'LR' or 'TB'.
+    """
+    parents = defaultdict(list)
+    for u, _, v in edges:
+        parents[v].append(u)
+    layer: dict[str, int] = {}
+
+    def depth(v, stack=()):
+        if v in stack:
+            raise ValueError(f"layered layout needs an acyclic graph; {v!r} is on a cycle.")
+        if v not in layer:
+            layer[v] = max((depth(p, stack + (v,)) + 1 for p in parents[v]), default=0)
+        return layer[v]
+
+    for v in nodes:
+        depth(v)
+    pos: dict[str, np.ndarray] = {}
+    for L in range(max(layer.values()) + 1):
+        members = [v for v in nodes if layer[v] == L]
+        if L > 0:
+            members.sort(key=lambda v: np.mean([pos[p][1] for p in parents[v]] or [0.0]))
+        for i, v in enumerate(members):
+            pos[v] = np.array([float(L), (len(members) - 1) / 2 - i])  # first member on top
+    if direction == "TB":
+        return {v: np.array([-p[1], -p[0]]) for v, p in pos.items()}
+    if direction != "LR":
+        raise ValueError(f"direction must be 'LR' or 'TB', got {direction!r}.")
+    return pos
+
+
+def draw_graph(edges, ax=None, layout="spring", node_color=None, edge_labels: bool = True,
+               font_size: float = 9, title: str | None = None, seed: int = 0, figsize=(8, 6)):
+    """Draw a directed graph: nodes are labelled boxes, edges arrows (with relation labels).
+
+    ``edges``: (u, v) pairs or (u, relation, v) triples (a :class:`TripleStore` works).
+    ``layout``: 'spring', 'circular', 'layered' (left to right) or a dict node -> (x, y).
+    ``node_color``: one colour, or a dict node -> colour (missing nodes get the first palette
+    colour). Returns the axes; node labels are Text artists with gid ``"node:<name>"``.
+    """
+    edges = _edge_list(edges)
+    if not edges:
+        raise ValueError("draw_graph needs at least one edge.")
+    nodes = list(dict.fromkeys(x for u, _, v in edges for x in (u, v)))
+    if isinstance(layout, dict):
+        missing = [v for v in nodes if v not in layout]
+        if missing:
+            raise ValueError(f"layout has no position for node(s) {missing}.")
+        pos = {v: np.asarray(layout[v], dtype=float) for v in nodes}
+    elif layout == "spring":
+        pos = spring_layout(nodes, edges, seed=seed)
+    elif layout == "circular":
+        pos = circular_layout(nodes)
+    elif layout == "layered":
+        pos = layered_layout(nodes, edges)
+    else:
+        raise ValueError(f"layout must be 'spring', 'circular', 'layered' or a dict, got {layout!r}.")
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    xy = np.stack([pos[v] for v in nodes])
+    span = np.ptp(xy, axis=0).clip(min=1.0)
+    lo, hi = xy.min(0) - 0.12 * span, xy.max(0) + 0.12 * span
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_axis_off()
+
+    # Node boxes are drawn first (zorder 2) so that their outlines are known when the arrows
+    # (zorder 3) are clipped to them: each arrow then runs from box edge to box edge.
+    boxes = {}
+    for v in nodes:
+        color = node_color.get(v, PALETTE[0]) if isinstance(node_color, dict) else (node_color or PALETTE[0])
+        t = ax.text(*pos[v], v, ha="center", va="center", fontsize=font_size, zorder=2, gid=f"node:{v}",
+                    bbox=dict(boxstyle="round,pad=0.35", fc="white", ec=color, lw=1.6))
+        boxes[v] = t.get_bbox_patch()
+    for u, label, v in edges:
+        arrow = FancyArrowPatch(pos[u], pos[v], arrowstyle="-|>", mutation_scale=11, color="0.45",
+                                lw=1.0, patchA=boxes[u], patchB=boxes[v], shrinkA=1, shrinkB=1,
+                                zorder=3)
+        ax.add_patch(arrow)
+        if label and edge_labels:
+            mid = (pos[u] + pos[v]) / 2
+            ax.text(*mid, label.replace("_", " "), ha="center", va="center", fontsize=font_size - 2,
+                    color="0.3", zorder=4, bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none",
+                                                     alpha=0.8))
+    if title:
+        ax.set_title(title)
+    return ax
