@@ -28,15 +28,17 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 setup: $(VENV)/.installed
 
 book: setup
-	AIGC_BOOK=1 $(BIN)/jupyter-book build . --path-output _build/full -W -n --keep-going
+	AIGC_BOOK=1 AIGC_QUIET=1 $(BIN)/jupyter-book build . --path-output _build/full -W -n --keep-going
 	@echo "Book built (full mode): file://$(abspath _build/full/_build/html/index.html)"
 
 book-fast: setup
-	AIGC_FAST=1 AIGC_BOOK=1 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
+	AIGC_FAST=1 AIGC_BOOK=1 AIGC_QUIET=1 $(BIN)/jupyter-book build . --path-output _build/fast -W -n --keep-going
 	@echo "Book built (fast mode): file://$(abspath _build/fast/_build/html/index.html)"
 
+# Unit tests, every notebook through nbval (fast mode) and the book build + rendering check,
+# spread over two processes (one test file or notebook per process at a time).
 test: setup
-	$(BIN)/python -m pytest
+	AIGC_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
