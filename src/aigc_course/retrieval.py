@@ -163,6 +163,8 @@ class TfidfRetriever:
     def search(self, query: str, k: int = 5):
         """The k best documents: (indices (k,) long, cosine scores (k,) float), best first."""
         self._check_fitted()
+        if not isinstance(query, str):
+            raise TypeError(f"The query must be a string, got {type(query).__name__}.")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         scores = self.doc_vectors @ self.transform(query)[0]  # (N,)
@@ -206,7 +208,7 @@ def _edge_list(edges):
         if len(e) == 2:
             out.append((str(e[0]), None, str(e[1])))
         elif len(e) == 3:
-            out.append((str(e[0]), str(e[1]), str(e[2])))
+            out.append((str(e[0]), None if e[1] is None else str(e[1]), str(e[2])))
         else:
             raise ValueError(f"An edge is (u, v) or (u, label, v), got {e!r}.")
     return out
@@ -219,35 +221,48 @@ def circular_layout(nodes) -> dict[str, np.ndarray]:
             for i, v in enumerate(nodes)}
 
 
-def spring_layout(nodes, edges, iterations: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fruchterman-Reingold (1991): nodes repel (k^2 / d), edges pull (d^2 / k), the step cools.
+def _graph_distances(nodes, edges) -> np.ndarray:
+    """All-pairs shortest path lengths (n, n), edges taken as undirected (breadth-first search)."""
+    index = {v: i for i, v in enumerate(nodes)}
+    adj = defaultdict(set)
+    for u, _, v in edges:
+        adj[index[u]].add(index[v])
+        adj[index[v]].add(index[u])
+    n = len(nodes)
+    dist = np.full((n, n), np.inf)
+    for src in range(n):
+        dist[src, src], frontier = 0, [src]
+        while frontier:
+            nxt = [j for i in frontier for j in adj[i] if dist[src, j] == np.inf]
+            for j in nxt:
+                dist[src, j] = dist[src, frontier[0]] + 1
+            frontier = list(dict.fromkeys(nxt))
+    finite = dist[np.isfinite(dist)]
+    dist[~np.isfinite(dist)] = finite.max() + 1  # separate components sit one step apart
+    return dist
 
-    Returns positions scaled into [-1, 1]^2. Deterministic for a given ``seed``.
+
+def spring_layout(nodes, edges, iterations: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
+    """A spring model (Kamada & Kawai 1989): every pair of nodes is joined by a spring whose rest
+    length is their graph distance d_ij, and the layout minimises the stress
+    sum_ij (|x_i - x_j| - d_ij)^2 / d_ij^2, by stress majorisation (Gansner et al. 2004):
+        x_i <- sum_j w_ij (x_j + d_ij (x_i - x_j) / |x_i - x_j|) / sum_j w_ij,  w_ij = d_ij^-2.
+    Returns positions scaled into [-1, 1]^2; deterministic for a given ``seed``.
     """
     n = len(nodes)
-    index = {v: i for i, v in enumerate(nodes)}
-    pos = np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))  # (n, 2)
     if n == 1:
         return {nodes[0]: np.zeros(2)}
-    k = math.sqrt(4.0 / n)  # ideal edge length for an area of 4 (the square [-1, 1]^2)
-    pairs = np.array([(index[u], index[v]) for u, _, v in edges if u != v], dtype=int).reshape(-1, 2)
-    temperature = 0.2
+    d = _graph_distances(nodes, _edge_list(edges))  # (n, n)
+    w = np.where(d > 0, 1.0 / np.maximum(d, 1e-9) ** 2, 0.0)  # (n, n), zero on the diagonal
+    x = np.random.default_rng(seed).normal(size=(n, 2))  # (n, 2)
     for _ in range(iterations):
-        delta = pos[:, None, :] - pos[None, :, :]  # (n, n, 2)
-        dist = np.linalg.norm(delta, axis=-1).clip(min=1e-3)  # (n, n)
-        disp = (delta / dist[..., None] * (k**2 / dist)[..., None]).sum(1)  # repulsion
-        if len(pairs):
-            d = pos[pairs[:, 0]] - pos[pairs[:, 1]]  # (E, 2)
-            length = np.linalg.norm(d, axis=-1, keepdims=True).clip(min=1e-3)
-            pull = d / length * length**2 / k
-            np.add.at(disp, pairs[:, 0], -pull)
-            np.add.at(disp, pairs[:, 1], pull)
-        step = np.linalg.norm(disp, axis=-1, keepdims=True).clip(min=1e-9)
-        pos += disp / step * np.minimum(step, temperature)
-        temperature = max(temperature * 0.98, 0.005)
-    pos -= pos.mean(0)
-    pos /= np.abs(pos).max()
-    return {v: pos[index[v]] for v in nodes}
+        delta = x[:, None, :] - x[None, :, :]  # (n, n, 2): x_i - x_j
+        norm = np.linalg.norm(delta, axis=-1, keepdims=True).clip(min=1e-9)
+        target = x[None, :, :] + d[..., None] * delta / norm  # where j's spring wants i
+        x = (w[..., None] * target).sum(1) / w.sum(1, keepdims=True)
+    x -= x.mean(0)
+    x /= np.abs(x).max()
+    return {v: x[i] for i, v in enumerate(nodes)}
 
 
 def layered_layout(nodes, edges, direction: str = "LR") -> dict[str, np.ndarray]:
@@ -255,7 +270,7 @@ def layered_layout(nodes, edges, direction: str = "LR") -> dict[str, np.ndarray]
     ordered by the mean position of their parents (fewer crossings). ``direction`` 'LR' or 'TB'.
     """
     parents = defaultdict(list)
-    for u, _, v in edges:
+    for u, _, v in _edge_list(edges):
         parents[v].append(u)
     layer: dict[str, int] = {}
 
@@ -272,13 +287,56 @@ def layered_layout(nodes, edges, direction: str = "LR") -> dict[str, np.ndarray]
     for L in range(max(layer.values()) + 1):
         members = [v for v in nodes if layer[v] == L]
         if L > 0:
-            members.sort(key=lambda v: np.mean([pos[p][1] for p in parents[v]] or [0.0]))
+            members.sort(key=lambda v: -np.mean([pos[p][1] for p in parents[v]] or [0.0]))
         for i, v in enumerate(members):
             pos[v] = np.array([float(L), (len(members) - 1) / 2 - i])  # first member on top
     if direction == "TB":
         return {v: np.array([-p[1], -p[0]]) for v, p in pos.items()}
     if direction != "LR":
         raise ValueError(f"direction must be 'LR' or 'TB', got {direction!r}.")
+    return pos
+
+
+def _limits(pos, margin: float = 0.12):
+    xy = np.stack(list(pos.values()))
+    span = np.ptp(xy, axis=0).clip(min=1.0)
+    return xy.min(0) - margin * span, xy.max(0) + margin * span
+
+
+def _separate_labels(pos, ax, font_size: float, iterations: int = 200):
+    """Nudge nodes apart until their label boxes (estimated from the text length) do not overlap.
+
+    Layouts treat nodes as points, but labels are wide; each overlapping pair is pushed apart
+    along the axis where the overlap is smaller, half each, with the axes' data-per-pixel scale.
+    """
+    pos = {v: p.astype(float).copy() for v, p in pos.items()}
+    names = list(pos)
+    box = ax.get_window_extent()  # the axes in pixels
+    px_per_pt = ax.figure.dpi / 72
+    # (n, 2) label size in pixels: about 0.6 em per character, 1.3 em per line, plus padding
+    # plus a gap of about 4 em across and 3 em down, so that short edges and their labels show
+    size = np.array([[0.6 * font_size * max(map(len, v.split("\n"))) + 4.0 * font_size,
+                      1.3 * font_size * (v.count("\n") + 1) + 3.0 * font_size] for v in names]) * px_per_pt
+    for _ in range(iterations):
+        lo, hi = _limits(pos)
+        scale = (hi - lo) / np.array([box.width, box.height])  # data units per pixel
+        half = size * scale / 2  # (n, 2) half sizes in data units
+        xy = np.stack([pos[v] for v in names])
+        moved = False
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                d = xy[i] - xy[j]
+                overlap = half[i] + half[j] - np.abs(d)
+                if (overlap > 0).all():
+                    axis = int(np.argmin(overlap / (half[i] + half[j])))
+                    sign = np.sign(d[axis]) or (1.0 if i < j else -1.0)
+                    step = sign * (overlap[axis] / 2 + 1e-3)
+                    xy[i, axis] += step
+                    xy[j, axis] -= step
+                    moved = True
+        pos = {v: xy[k] for k, v in enumerate(names)}
+        if not moved:
+            break
     return pos
 
 
@@ -311,9 +369,9 @@ def draw_graph(edges, ax=None, layout="spring", node_color=None, edge_labels: bo
 
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
-    xy = np.stack([pos[v] for v in nodes])
-    span = np.ptp(xy, axis=0).clip(min=1.0)
-    lo, hi = xy.min(0) - 0.12 * span, xy.max(0) + 0.12 * span
+    if not isinstance(layout, dict):
+        pos = _separate_labels(pos, ax, font_size)
+    lo, hi = _limits(pos)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_axis_off()
