@@ -71,9 +71,13 @@ def test_bradley_terry_equals_neg_log_sigmoid():
     rc, rr = torch.tensor([2.0, -1.0, 0.0, 30.0]), torch.tensor([1.0, 1.0, 0.0, -30.0])
     expected = -torch.log(torch.sigmoid(rc - rr)).mean()
     torch.testing.assert_close(bradley_terry_loss(rc, rr), expected)
-    torch.testing.assert_close(bradley_terry_loss(torch.zeros(5), torch.zeros(5)), torch.tensor(0.6931472))
+    torch.testing.assert_close(
+        bradley_terry_loss(torch.zeros(5), torch.zeros(5)), torch.tensor(0.6931472)
+    )
     # stable far in the tail, where log(sigmoid(-100)) would underflow to -inf
-    torch.testing.assert_close(bradley_terry_loss(torch.tensor([-100.0]), torch.tensor([0.0])), torch.tensor(100.0))
+    torch.testing.assert_close(
+        bradley_terry_loss(torch.tensor([-100.0]), torch.tensor([0.0])), torch.tensor(100.0)
+    )
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k3"])

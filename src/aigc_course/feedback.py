@@ -42,13 +42,16 @@ def _check_1d_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> 
         raise ValueError(f"{names[0]} is empty.")
 
 
-def sequence_logprobs(model: nn.Module, idx: torch.Tensor, prompt_len: int, per_token: bool = False) -> torch.Tensor:
+def sequence_logprobs(
+    model: nn.Module, idx: torch.Tensor, prompt_len: int, per_token: bool = False
+) -> torch.Tensor:
     """log pi(x_{prompt_len:} | x_{:prompt_len}) for each sequence of ``idx``.
 
     Args:
         model: a causal language model mapping ids (B, T) to logits (B, T, V), like ``GPT``.
         idx: token ids (B, T): a prompt of ``prompt_len`` tokens followed by generated tokens.
-        prompt_len: number of prompt tokens, 1 <= prompt_len < T; they are conditioned on, not scored.
+        prompt_len: number of prompt tokens, 1 <= prompt_len < T; they are conditioned on,
+            not scored.
         per_token: return the log-probability of each generated token (B, T - prompt_len)
             instead of their sum (B,).
 
@@ -56,7 +59,9 @@ def sequence_logprobs(model: nn.Module, idx: torch.Tensor, prompt_len: int, per_
     are scored by the logits at positions prompt_len - 1 ... T - 2. Gradients flow into the model.
     """
     if not torch.is_tensor(idx) or idx.dim() != 2:
-        raise ValueError(f"idx must be token ids of shape (B, T), got {getattr(idx, 'shape', type(idx))}.")
+        raise ValueError(
+            f"idx must be token ids of shape (B, T), got {getattr(idx, 'shape', type(idx))}."
+        )
     T = idx.shape[1]
     if not 1 <= prompt_len < T:
         raise ValueError(f"prompt_len must satisfy 1 <= prompt_len < T = {T}, got {prompt_len}.")
@@ -68,7 +73,9 @@ def sequence_logprobs(model: nn.Module, idx: torch.Tensor, prompt_len: int, per_
     return logp_tok if per_token else logp_tok.sum(dim=1)
 
 
-def kl_to_reference(logp: torch.Tensor, logp_ref: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+def kl_to_reference(
+    logp: torch.Tensor, logp_ref: torch.Tensor, estimator: str = "k1"
+) -> torch.Tensor:
     """Monte Carlo estimate of KL(pi || pi_ref) from samples x ~ pi.
 
     Args:
@@ -90,7 +97,9 @@ def kl_to_reference(logp: torch.Tensor, logp_ref: torch.Tensor, estimator: str =
     raise ValueError(f"estimator must be 'k1' or 'k3', got {estimator!r}.")
 
 
-def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, baseline: float | torch.Tensor | None = None) -> torch.Tensor:
+def reinforce_loss(
+    logp: torch.Tensor, rewards: torch.Tensor, baseline: float | torch.Tensor | None = None
+) -> torch.Tensor:
     """The REINFORCE surrogate loss -mean((R - b) * log pi(x)) (Williams, 1992).
 
     Args:
@@ -105,9 +114,14 @@ def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, baseline: float | 
     _check_1d_pair(logp, rewards, ("logp", "rewards"))
     advantage = rewards.detach().float()
     if baseline is not None:
-        baseline = torch.as_tensor(baseline, dtype=advantage.dtype, device=advantage.device).detach()
+        baseline = torch.as_tensor(
+            baseline, dtype=advantage.dtype, device=advantage.device
+        ).detach()
         if baseline.dim() > 1 or (baseline.dim() == 1 and baseline.shape != advantage.shape):
-            raise ValueError(f"baseline must be a scalar or shape {tuple(advantage.shape)}, got {tuple(baseline.shape)}.")
+            raise ValueError(
+                f"baseline must be a scalar or shape {tuple(advantage.shape)}, "
+                f"got {tuple(baseline.shape)}."
+            )
         advantage = advantage - baseline
     return -(advantage * logp).mean()
 
@@ -144,11 +158,16 @@ class RewardModel(nn.Module):
         config = config or RewardConfig()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(config.n_embd, config.hidden), nn.GELU(), nn.Linear(config.hidden, 1))
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, config.hidden), nn.GELU(), nn.Linear(config.hidden, 1)
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(idx) or idx.dim() != 2:
-            raise ValueError(f"RewardModel expects token ids of shape (B, T), got {getattr(idx, 'shape', type(idx))}.")
+            raise ValueError(
+                "RewardModel expects token ids of shape (B, T), "
+                f"got {getattr(idx, 'shape', type(idx))}."
+            )
         h = self.tok_emb(idx).mean(dim=1)  # (B, T, C) -> (B, C)
         return self.mlp(h).squeeze(-1)  # (B,)
 
