@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,7 +9,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from aigc_course.landmarks import KINDS, compute_figure, fit_doubling_time, landmarks, timeline_figure  # noqa: E402
+from aigc_course.landmarks import (  # noqa: E402
+    KINDS,
+    compute_figure,
+    fit_doubling_time,
+    landmarks,
+    timeline_figure,
+)
 
 
 def test_records_sorted_and_valid():

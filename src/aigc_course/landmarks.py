@@ -173,38 +173,35 @@ _KIND_COLOR = {"idea": "#6b6b6b", "text": "#3b6ea8", "image": "#e07b39", "image-
 
 
 def timeline_figure(ax=None, rows: list[Landmark] | None = None):
-    """Landmarks on a time axis (1950 to today), coloured by kind; returns the axes.
+    """Landmarks on a time axis (1950 to today), one row each, coloured by kind; returns the axes.
 
-    The axis is broken into two linear pieces (1945-2011 compressed, 2011 onwards stretched)
-    because two thirds of the landmarks fall after 2012.
+    The time axis is broken into two linear pieces (1945-2011 compressed to a quarter of its
+    width) because two thirds of the landmarks fall after 2012.
     """
     rows = landmarks() if rows is None else rows
     if ax is None:
-        _, ax = plt.subplots(figsize=(10, 4.2))
-    split, squeeze = 2011.0, 0.25  # years before `split` take a quarter of the width
+        _, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.2))
+    split, squeeze = 2011.0, 0.25
 
     def pos(t: float) -> float:
         return t if t >= split else split - (split - t) * squeeze
 
-    ax.axhline(0, color="black", lw=1)
     for i, r in enumerate(rows):
-        x = pos(r.date)
-        level = (1 + i % 4) * (1 if i % 2 == 0 else -1) * 0.5  # alternate above / below
-        ax.plot([x, x], [0, level], color=_KIND_COLOR[r.kind], lw=1)
-        ax.plot(x, 0, "o", color=_KIND_COLOR[r.kind], ms=5)
-        ax.text(x, level, f"{r.name}\n{r.year}", ha="center", va="bottom" if level > 0 else "top",
-                fontsize=7.5, color=_KIND_COLOR[r.kind])
+        x, y, c = pos(r.date), -i, _KIND_COLOR[r.kind]
+        ax.plot([pos(1945), x], [y, y], color=c, lw=0.6, alpha=0.4)
+        ax.plot(x, y, "o", color=c, ms=6)
+        ax.text(x + 0.35, y, f"{r.name} ({r.year}, {r.organisation})", va="center", fontsize=8, color=c)
     ticks = [1950, 1970, 1990, 2010, 2014, 2018, 2022, 2026]
     ax.set_xticks([pos(t) for t in ticks], [str(t) for t in ticks])
     ax.axvline(split, color="grey", ls=":", lw=1)
-    ax.set_ylim(-2.9, 2.9)
-    ax.set_xlim(pos(1945), pos(max(r.date for r in rows) + 1.5))
+    ax.set_xlim(pos(1945), pos(2034))
+    ax.set_ylim(-len(rows), 1)
     ax.set_yticks([])
     ax.grid(False)
     for spine in ("left", "top", "right"):
         ax.spines[spine].set_visible(False)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in _KIND_COLOR.items()]
-    ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=len(handles))
+    ax.legend(handles=handles, loc="lower left", fontsize=8, title="what it generates / is")
     ax.set_title("Landmarks of generative AI (time axis compressed before 2011)")
     return ax
 
@@ -230,7 +227,7 @@ def compute_figure(ax=None, rows: list[Landmark] | None = None, threshold: float
     ax.plot(t, fit.predict(t), "--", color="grey",
             label=f"fit: doubling every {fit.doubling_months:.1f} months")
     if threshold is not None:
-        ax.axhline(threshold, color="#c0392b", lw=1, ls=":", label=f"{threshold:.0e} FLOP")
+        ax.axhline(threshold, color="#c0392b", lw=1, ls=":", label=f"{threshold:.0e} FLOP".replace("e+", "e"))
     ax.set_yscale("log")
     ax.set_xlabel("year")
     ax.set_ylabel("training compute (FLOP)")
