@@ -36,9 +36,10 @@ book-fast: setup
 	@echo "Book built (fast mode): file://$(abspath _build/fast/_build/html/index.html)"
 
 # Unit tests, every notebook through nbval (fast mode) and the book build + rendering check,
-# spread over two processes (one test file or notebook per process at a time).
+# spread over two processes (one test file or notebook per process at a time), one thread each
+# so that the two never oversubscribe the cores.
 test: setup
-	AIGC_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+	AIGC_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -40,8 +40,9 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0)) -
     d_xx, d_yy, d_xy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
     total = 0.0
     for h in bandwidths:
-        k = lambda d: torch.exp(-d / (2 * h * h))  # noqa: E731
-        total += (k(d_xx).mean() + k(d_yy).mean() - 2 * k(d_xy).mean()).item()
+        gamma = 1.0 / (2 * h * h)
+        k_xx, k_yy, k_xy = (torch.exp(-gamma * d).mean() for d in (d_xx, d_yy, d_xy))
+        total += (k_xx + k_yy - 2 * k_xy).item()
     return max(total, 0.0)
 
 
