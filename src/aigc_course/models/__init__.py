@@ -5,9 +5,20 @@
 
 from __future__ import annotations
 
+from .baselines import PixelGaussian, PixelGaussianConfig
 from .cnn import CNNClassifier, CNNConfig
 from .gpt import GPT, GPTConfig
 from .mlp import MLP, MLPConfig
+from .toy2d import (
+    ToyARConfig,
+    ToyAutoregressive,
+    ToyDiffusion,
+    ToyDiffusionConfig,
+    ToyGAN,
+    ToyGANConfig,
+    ToyVAE,
+    ToyVAEConfig,
+)
 
 ARCHS = {
     "mlp": (MLP, MLPConfig),
@@ -29,4 +40,8 @@ def build_model(arch: str, config: dict):
     return cls(cfg_cls(**cfg))
 
 
-__all__ = ["ARCHS", "build_model", "CNNClassifier", "CNNConfig", "GPT", "GPTConfig", "MLP", "MLPConfig"]
+__all__ = [
+    "ARCHS", "build_model", "CNNClassifier", "CNNConfig", "GPT", "GPTConfig", "MLP", "MLPConfig",
+    "PixelGaussian", "PixelGaussianConfig", "ToyARConfig", "ToyAutoregressive", "ToyDiffusion",
+    "ToyDiffusionConfig", "ToyGAN", "ToyGANConfig", "ToyVAE", "ToyVAEConfig",
+]
