@@ -66,3 +66,25 @@ def test_retrain_command_writes_a_loadable_card(tmp_path, monkeypatch):
     assert not list((tmp_path / "weights").glob("*.tmp"))
     with pytest.raises(SystemExit):
         main(["not_a_recipe"])
+
+
+def test_text_model_saves_its_tokenizer(tmp_path, monkeypatch):
+    import torch
+
+    from aigc_course.models import GPT, GPTConfig
+    from aigc_course.pretrained import load_tokenizer, save_pretrained
+    from aigc_course.tokenizers import CharTokenizer
+
+    monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path))
+    tok = CharTokenizer.from_text("to be or not to be")
+    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, block_size=8))
+    card = {"arch": "gpt", "config": model.config_dict(), "train_command": "python -m aigc_course.train demo",
+            "metrics": {}}
+    save_pretrained(model, "demo_gpt", card, tokenizer=tok)
+    loaded, _ = load_pretrained("demo_gpt")
+    assert load_tokenizer("demo_gpt").chars == tok.chars
+    idx = torch.tensor([tok.encode("to be")])
+    torch.testing.assert_close(loaded(idx), model.eval()(idx))
+    with pytest.raises(CheckpointError, match="without a tokenizer"):
+        load_tokenizer("mnist_cnn")
+    assert "demo_gpt" in list_pretrained() and "demo_gpt.tokenizer" not in list_pretrained()

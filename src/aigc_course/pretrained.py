@@ -4,7 +4,9 @@ Taught in book/setup.md ("Shipped weights"). Every entry is two files in ``weigh
 
 * ``<name>.safetensors``: the tensors (no pickle, so loading cannot run code);
 * ``<name>.json``: the card: architecture and config, the exact training command, the SHA-256
-  of the training data, measured metrics, time and hardware.
+  of the training data, measured metrics, time and hardware;
+* ``<name>.tokenizer.json`` for text models: the vocabulary the model was trained with, so that
+  it is never decoded with another model's vocabulary.
 
 ``python -m aigc_course.train <name>`` retrains an entry; its output goes to the user's cache
 (``~/.cache/aigc_course/weights``), which :func:`load_pretrained` reads before the shipped
@@ -31,7 +33,8 @@ def user_weights_dir() -> Path:
 
 def list_pretrained() -> list[str]:
     """Names of the shipped (and retrained) weights."""
-    names = {p.stem for d in (SHIPPED_DIR, user_weights_dir()) if d.is_dir() for p in d.glob("*.json")}
+    names = {p.stem for d in (SHIPPED_DIR, user_weights_dir()) if d.is_dir() for p in d.glob("*.json")
+             if not p.name.endswith(".tokenizer.json")}
     return sorted(names)
 
 
@@ -73,13 +76,27 @@ def load_pretrained(name: str, device: str | torch.device | None = None):
     return model, card
 
 
-def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str | Path | None = None) -> Path:
-    """Write ``<name>.safetensors`` and ``<name>.json`` (atomically) into ``out_dir``."""
+def load_tokenizer(name: str):
+    """The tokenizer saved with the weights ``name`` (a :class:`CharTokenizer`)."""
+    from .tokenizers import CharTokenizer
+
+    weights, _ = find_weights(name)
+    path = weights.with_name(f"{name}.tokenizer.json")
+    if not path.is_file():
+        raise CheckpointError(f"The weights {name!r} were saved without a tokenizer ({path} is missing).")
+    return CharTokenizer.load(path)
+
+
+def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str | Path | None = None,
+                    tokenizer=None) -> Path:
+    """Write ``<name>.safetensors``, ``<name>.json`` and, if given, ``<name>.tokenizer.json``."""
     out = Path(out_dir) if out_dir else user_weights_dir()
     for key in ("arch", "config", "train_command", "metrics"):
         if key not in card:
             raise ValueError(f"A weights card needs the key {key!r}.")
     path = atomic_save_tensors(model.state_dict(), out / f"{name}.safetensors", metadata={"name": name})
+    if tokenizer is not None:
+        tokenizer.save(out / f"{name}.tokenizer.json")
     card_path = out / f"{name}.json"
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

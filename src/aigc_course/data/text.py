@@ -44,7 +44,7 @@ class Poem:
 def load_tang_poems() -> list[Poem]:
     """10,008 Tang poems in traditional characters (chinese-poetry, 全唐诗 files 0-9000)."""
     poems: list[Poem] = []
-    for fname, path in sorted(fetch("tang_poems").items(), key=lambda kv: int(kv[0].split(".")[2])):
+    for _fname, path in sorted(fetch("tang_poems").items(), key=lambda kv: int(kv[0].split(".")[2])):
         try:
             records = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
