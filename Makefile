@@ -13,7 +13,6 @@ export AIGC_DATA_DIR ?= $(SHARED_DATA)
 endif
 # Keep compiled kernels and caches inside the tree, out of the user's home.
 export TORCHINDUCTOR_CACHE_DIR ?= $(abspath _build/.inductor)
-export MPLBACKEND ?= Agg
 
 .PHONY: setup book book-fast test lab lint strip clean
 

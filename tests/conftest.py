@@ -1,4 +1,8 @@
-"""Shared test setup: no network, a private cache folder, fast mode, quiet progress bars."""
+"""Shared test setup: no network, fast mode, quiet progress bars.
+
+MPLBACKEND is deliberately left alone: notebook kernels inherit the environment, and with
+MPLBACKEND=Agg they would show no inline figures.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,6 @@ def pytest_configure(config):
     socket.socket.connect = _guarded_connect
     os.environ.setdefault("AIGC_FAST", "1")
     os.environ.setdefault("AIGC_QUIET", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture
