@@ -45,3 +45,16 @@ def test_every_notebook_starts_with_title_and_setup_cell():
 def test_toc_yaml_is_valid():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     assert toc["format"] == "jb-book" and len(toc["parts"]) == 8
+
+
+def test_checked_cells_only_print():
+    """NBVAL_CHECK_OUTPUT cells are compared as text: a figure in one would fail in CI."""
+    from strip_outputs import is_checked
+
+    for nb_path in sorted((REPO / "notebooks").rglob("*.ipynb")):
+        for cell in json.loads(nb_path.read_text(encoding="utf-8"))["cells"]:
+            if is_checked(cell):
+                src = "".join(cell["source"])
+                assert "plt." not in src and "display(" not in src and "ac.pick" not in src, (
+                    f"{nb_path.name}: a checked cell draws a figure or depends on the mode:\n{src[:200]}")
+                assert cell["outputs"], f"{nb_path.name}: a checked cell has no stored output to compare"
