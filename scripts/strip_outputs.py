@@ -13,6 +13,7 @@ Refresh the checked outputs of a notebook:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,24 @@ def _checked_outputs(cell: dict) -> list:
     return keep
 
 
+def _ensure_ids(nb: dict) -> None:
+    """nbformat 4.5 wants a unique id per cell; give hand-inserted cells a stable one."""
+    if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) < (4, 5):
+        return
+    seen = {c["id"] for c in nb.get("cells", []) if "id" in c}
+    for i, cell in enumerate(nb.get("cells", [])):
+        if "id" not in cell:
+            digest = hashlib.sha1(f"{i}:{''.join(cell.get('source', []))}".encode()).hexdigest()
+            new = digest[:8]
+            while new in seen:
+                digest = hashlib.sha1(digest.encode()).hexdigest()
+                new = digest[:8]
+            cell["id"] = new
+            seen.add(new)
+
+
 def strip(nb: dict) -> dict:
+    _ensure_ids(nb)
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
             if is_checked(cell) and cell.get("outputs"):
