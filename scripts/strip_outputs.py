@@ -1,14 +1,11 @@
 """Strip outputs, execution counts and volatile metadata from notebooks (run before committing).
 
-Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their text output and execution count: nbval
-compares a marked cell only when the notebook stores its reference output, and these few lines
-(deterministic scalars, recorded in fast mode as CI runs them) are what it checks. Images,
-errors and everything else are removed.
+The reference outputs of cells marked ``# NBVAL_CHECK_OUTPUT`` live in
+``notebooks/checked_outputs.json`` (see ``notebooks/conftest.py`` and
+``scripts/record_checked_outputs.py``), so every output is stripped here.
 
 Usage: python scripts/strip_outputs.py [PATH ...]   (folders are searched for *.ipynb)
-       python scripts/strip_outputs.py --check PATH  (exit 1 if a notebook has other outputs)
-Refresh the checked outputs of a notebook:
-       AIGC_FAST=1 jupyter nbconvert --to notebook --execute --inplace NB && python scripts/strip_outputs.py NB
+       python scripts/strip_outputs.py --check PATH  (exit 1 if a notebook has outputs)
 """
 
 from __future__ import annotations
@@ -20,22 +17,11 @@ from pathlib import Path
 
 KEEP_NB_META = ("kernelspec", "language_info")
 MARK = "NBVAL_CHECK_OUTPUT"
-MAX_CHECKED_CHARS = 4000
 
 
 def is_checked(cell: dict) -> bool:
     src = "".join(cell.get("source", []))
     return cell.get("cell_type") == "code" and src.lstrip().startswith("# " + MARK)
-
-
-def _checked_outputs(cell: dict) -> list:
-    keep = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and out.get("name") == "stdout":
-            keep.append({"name": "stdout", "output_type": "stream", "text": out["text"]})
-    if sum(len("".join(o["text"])) for o in keep) > MAX_CHECKED_CHARS:
-        raise SystemExit(f"a {MARK} cell prints more than {MAX_CHECKED_CHARS} characters: print less")
-    return keep
 
 
 def _ensure_ids(nb: dict) -> None:
@@ -58,11 +44,8 @@ def strip(nb: dict) -> dict:
     _ensure_ids(nb)
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
-            if is_checked(cell) and cell.get("outputs"):
-                cell["outputs"] = _checked_outputs(cell)
-            else:
-                cell["outputs"] = []
-                cell["execution_count"] = None
+            cell["outputs"] = []
+            cell["execution_count"] = None
         cell.get("metadata", {}).pop("execution", None)
         cell.get("metadata", {}).pop("ExecuteTime", None)
     nb["metadata"] = {k: v for k, v in nb.get("metadata", {}).items() if k in KEEP_NB_META}
@@ -72,8 +55,7 @@ def strip(nb: dict) -> dict:
 
 
 def has_outputs(nb: dict) -> bool:
-    """True if a cell other than a checked one stores outputs."""
-    return any(c.get("outputs") for c in nb.get("cells", []) if c.get("cell_type") == "code" and not is_checked(c))
+    return any(c.get("outputs") or c.get("execution_count") for c in nb.get("cells", []) if c.get("cell_type") == "code")
 
 
 def main(argv: list[str]) -> int:
