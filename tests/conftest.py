@@ -46,14 +46,3 @@ def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("AIGC_DATA_DIR", raising=False)
     return tmp_path / "cache"
-
-
-def has_mirror() -> bool:
-    d = os.environ.get("AIGC_DATA_DIR")
-    return bool(d) and (Path(d) / "MNIST" / "raw").is_dir()
-
-
-# In CI the mirror must be there: a missing mirror fails there instead of skipping silently.
-needs_data = pytest.mark.skipif(
-    not has_mirror() and not os.environ.get("CI"), reason="needs the data mirror (set AIGC_DATA_DIR)"
-)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import needs_data
+from data_marks import needs_data
 
 from aigc_course import data
 from aigc_course.data.registry import RemoteFile

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import needs_data
+from data_marks import needs_data
 
 from aigc_course.checkpoint import CheckpointError
 from aigc_course.data import image_tensors
