@@ -76,27 +76,37 @@ def load_pretrained(name: str, device: str | torch.device | None = None):
     return model, card
 
 
-def load_tokenizer(name: str):
-    """The tokenizer saved with the weights ``name`` (a :class:`CharTokenizer`)."""
-    from .tokenizers import CharTokenizer
+def load_tokenizer(name: str, which: str | None = None):
+    """The tokenizer saved with the weights ``name``.
+
+    A translation model has two (``which="src"`` and ``which="tgt"``: files
+    ``<name>.src.tokenizer.json`` and ``<name>.tgt.tokenizer.json``).
+    """
+    from .tokenizers import load_tokenizer_file
 
     weights, _ = find_weights(name)
-    path = weights.with_name(f"{name}.tokenizer.json")
+    stem = name if which is None else f"{name}.{which}"
+    path = weights.with_name(f"{stem}.tokenizer.json")
     if not path.is_file():
         raise CheckpointError(f"The weights {name!r} were saved without a tokenizer ({path} is missing).")
-    return CharTokenizer.load(path)
+    return load_tokenizer_file(path)
 
 
 def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str | Path | None = None,
                     tokenizer=None) -> Path:
-    """Write ``<name>.safetensors``, ``<name>.json`` and, if given, ``<name>.tokenizer.json``."""
+    """Write ``<name>.safetensors``, ``<name>.json`` and, if given, ``<name>.tokenizer.json``
+    (``tokenizer`` may be a dict such as ``{"src": ..., "tgt": ...}``: one file per entry)."""
     out = Path(out_dir) if out_dir else user_weights_dir()
     for key in ("arch", "config", "train_command", "metrics"):
         if key not in card:
             raise ValueError(f"A weights card needs the key {key!r}.")
     path = atomic_save_tensors(model.state_dict(), out / f"{name}.safetensors", metadata={"name": name})
-    if tokenizer is not None:
-        tokenizer.save(out / f"{name}.tokenizer.json")
+    from .tokenizers import save_json
+
+    tokenizers = tokenizer if isinstance(tokenizer, dict) else {None: tokenizer}
+    for which, tok in tokenizers.items():  # {"src": ..., "tgt": ...} for a translation model
+        if tok is not None:
+            save_json(tok.to_dict(), out / f"{name if which is None else f'{name}.{which}'}.tokenizer.json")
     card_path = out / f"{name}.json"
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

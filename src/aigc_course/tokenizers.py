@@ -7,11 +7,41 @@ trained weights so that a model is never decoded with another model's vocabulary
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
 
 import torch
+
+# The "type" field of a saved tokenizer -> "module:Class". Every class has ``to_dict()`` (with
+# that "type"), ``from_dict(d)``, ``encode``, ``decode`` and ``vocab_size``.
+TOKENIZER_TYPES = {
+    "char": "aigc_course.tokenizers:CharTokenizer",
+    "vocab": "aigc_course.translation:Vocab",  # word/character vocabularies with special tokens
+    "bpe": "aigc_course.bpe:BPETokenizer",
+}
+
+
+def save_json(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` as UTF-8 JSON atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=0), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_tokenizer_file(path: str | Path):
+    """Load any saved course tokenizer; its class is chosen by the file's "type" field."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a saved tokenizer ({err}).") from err
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind not in TOKENIZER_TYPES:
+        raise ValueError(f"{path}: unknown tokenizer type {kind!r}; known: {', '.join(TOKENIZER_TYPES)}.")
+    module, cls = TOKENIZER_TYPES[kind].split(":")
+    return getattr(importlib.import_module(module), cls).from_dict(d)
 
 
 class CharTokenizer:
@@ -76,10 +106,7 @@ class CharTokenizer:
         return cls(d["chars"], unk=d.get("unk"))
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=0), encoding="utf-8")
-        os.replace(tmp, path)
+        save_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from .baselines import PixelGaussian, PixelGaussianConfig
 from .cnn import CNNClassifier, CNNConfig
 from .gpt import GPT, GPTConfig
@@ -20,18 +22,31 @@ from .toy2d import (
     ToyVAEConfig,
 )
 
+# Architecture name (as written in a weights card) -> "module:ModelClass:ConfigClass".
+# Imported lazily, so that a card names its model without importing every family.
 ARCHS = {
-    "mlp": (MLP, MLPConfig),
-    "cnn_classifier": (CNNClassifier, CNNConfig),
-    "gpt": (GPT, GPTConfig),
+    "mlp": "aigc_course.models.mlp:MLP:MLPConfig",
+    "cnn_classifier": "aigc_course.models.cnn:CNNClassifier:CNNConfig",
+    "gpt": "aigc_course.models.gpt:GPT:GPTConfig",
+    "char_rnn": "aigc_course.models.char_rnn:CharRNN:CharRNNConfig",
+    "seq2seq": "aigc_course.models.seq2seq:Seq2Seq:Seq2SeqConfig",
+    "masked_lm": "aigc_course.models.masked_lm:MaskedLM:MaskedLMConfig",
+    "text_vae": "aigc_course.models.text_vae:TextVAE:TextVAEConfig",
 }
+
+
+def resolve_arch(arch: str):
+    """(model class, config class) of the architecture ``arch``."""
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}. Known: {', '.join(sorted(ARCHS))}.")
+    module, model_name, config_name = ARCHS[arch].split(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, model_name), getattr(mod, config_name)
 
 
 def build_model(arch: str, config: dict):
     """Instantiate the architecture ``arch`` from a plain config dict (as stored in a card)."""
-    if arch not in ARCHS:
-        raise ValueError(f"Unknown architecture {arch!r}. Known: {', '.join(sorted(ARCHS))}.")
-    cls, cfg_cls = ARCHS[arch]
+    cls, cfg_cls = resolve_arch(arch)
     cfg = dict(config)
     for key, value in cfg.items():  # JSON turns tuples into lists
         default = getattr(cfg_cls, key, None) if hasattr(cfg_cls, key) else None
@@ -41,7 +56,7 @@ def build_model(arch: str, config: dict):
 
 
 __all__ = [
-    "ARCHS", "build_model", "CNNClassifier", "CNNConfig", "GPT", "GPTConfig", "MLP", "MLPConfig",
+    "ARCHS", "build_model", "resolve_arch", "CNNClassifier", "CNNConfig", "GPT", "GPTConfig", "MLP", "MLPConfig",
     "PixelGaussian", "PixelGaussianConfig", "ToyARConfig", "ToyAutoregressive", "ToyDiffusion",
     "ToyDiffusionConfig", "ToyGAN", "ToyGANConfig", "ToyVAE", "ToyVAEConfig",
 ]

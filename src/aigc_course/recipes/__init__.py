@@ -13,13 +13,21 @@ import sys
 
 RECIPES = {
     "mnist_cnn": "aigc_course.recipes.mnist_cnn",
+    "char_gru_shakespeare": "aigc_course.recipes.char_gru_shakespeare",
+    "gpt_shakespeare": "aigc_course.recipes.gpt_shakespeare",
+    "gpt_tang": "aigc_course.recipes.gpt_tang",
+    "seq2seq_en_zh": "aigc_course.recipes.seq2seq_en_zh",
 }
 
 
-def run(name: str, out_dir=None, fast: bool = False, seed: int = 0) -> dict:
+def run(name: str, out_dir=None, fast: bool = False, seed: int = 0, recipe: str | None = None) -> dict:
+    """Train the weights ``name``. ``recipe`` picks a size where a module has several
+    (``"cpu"``: minutes on a laptop, the shipped weights; ``"gpu"``: the full recipe)."""
     if name not in RECIPES:
         raise SystemExit(f"Unknown recipe {name!r}. Known recipes: {', '.join(sorted(RECIPES))}.")
-    return importlib.import_module(RECIPES[name]).train(out_dir=out_dir, fast=fast, seed=seed)
+    module = importlib.import_module(RECIPES[name])
+    kwargs = {} if recipe is None else {"recipe": recipe}
+    return module.train(out_dir=out_dir, fast=fast, seed=seed, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: ~/.cache/aigc_course/weights)")
     parser.add_argument("--fast", action="store_true", help="a few steps only, to check the recipe runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default=None, choices=["cpu", "gpu"],
+                        help="the CPU recipe (minutes, the shipped weights) or the full GPU recipe, "
+                             "where the model has both")
     args = parser.parse_args(argv)
-    card = run(args.name, args.out, args.fast, args.seed)
+    card = run(args.name, args.out, args.fast, args.seed, args.recipe)
     print(f"{args.name}: {card['metrics']}  ({card['train_seconds']:.0f} s on {card['device']})")
 
 
