@@ -44,7 +44,7 @@ lab: setup
 	$(BIN)/jupyter lab notebooks
 
 lint: setup
-	$(BIN)/ruff check src tests notebooks
+	$(BIN)/ruff check src tests notebooks scripts bench
 
 strip: setup
 	$(BIN)/python scripts/strip_outputs.py notebooks

@@ -62,7 +62,10 @@ def load_pretrained(name: str, device: str | torch.device | None = None):
     weights, card_path = find_weights(name)
     card = json.loads(card_path.read_text(encoding="utf-8"))
     model = build_model(card["arch"], card["config"])
-    tensors, _ = load_tensors(weights)
+    tensors, meta = load_tensors(weights)
+    for key, source in json.loads(meta.get("tied", "{}")).items():  # re-attach tied weights
+        if source in tensors:
+            tensors[key] = tensors[source]
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
@@ -100,7 +103,16 @@ def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str 
     for key in ("arch", "config", "train_command", "metrics"):
         if key not in card:
             raise ValueError(f"A weights card needs the key {key!r}.")
-    path = atomic_save_tensors(model.state_dict(), out / f"{name}.safetensors", metadata={"name": name})
+    state, tied = {}, {}
+    seen: dict[tuple, str] = {}
+    for key, t in model.state_dict().items():  # store tied weights (GPT's embedding = head) once
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if ident in seen:
+            tied[key] = seen[ident]
+        else:
+            seen[ident], state[key] = key, t
+    meta = {"name": name, "tied": json.dumps(tied)}
+    path = atomic_save_tensors(state, out / f"{name}.safetensors", metadata=meta)
     from .tokenizers import save_json
 
     tokenizers = tokenizer if isinstance(tokenizer, dict) else {None: tokenizer}

@@ -118,6 +118,17 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.pos_emb.weight.numel() if non_embedding else n
 
+    def configure_optimizer(self, lr: float, weight_decay: float = 0.1,
+                            betas: tuple[float, float] = (0.9, 0.99)) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices only (GPT-2/nanoGPT): embeddings and linear
+        weights decay; biases and LayerNorm gains do not (decaying a gain towards 0 is harmful)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None):
         """Return logits (B, T, V), and the mean cross-entropy when ``targets`` (B, T) are given.

@@ -1,0 +1,160 @@
+"""Benchmark: wall time to reach nanoGPT's CPU validation loss on tinyshakespeare (chapter 5.2).
+
+Trains, in one process and one after the other, the character GPT of
+
+* nanoGPT's published CPU recipe for ``shakespeare_char`` (Karpathy, nanoGPT README: 4 layers,
+  4 heads, 128 wide, block 64, batch 12, lr 1e-3 -> 1e-4, warm-up 100, 2000 iterations, dropout
+  0, AdamW betas (0.9, 0.99), weight decay 0.1 on matrices, no bias, no compile), and
+* the course's CPU recipe (``COURSE_CPU`` below),
+
+and prints the training wall time each needs to reach the threshold: the validation loss the
+nanoGPT recipe itself reaches after its 2000 iterations in the same run (nanoGPT reports 1.88 with
+a noisy 20-batch estimate; on this machine it is about 1.92 with 200 batches).
+
+Fair by construction: the same data (nanoGPT's 90/10 character split), the same model code
+(:class:`aigc_course.models.GPT`), the same number of CPU threads, and one fixed set of 200 x 12
+validation windows of 64 characters (the reference's block size) for every evaluation of both
+models. The clock runs only while training (evaluations are excluded for both), and a recipe is
+credited with the first evaluation at or under the threshold (evaluations every ``eval_every``
+steps, so the time is an upper bound).
+
+Usage: ``python bench/gpt_cpu.py [--threads N] [--out results.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from aigc_course.data import load_text, train_val_split
+from aigc_course.lm_data import get_batch
+from aigc_course.models import GPT, GPTConfig
+from aigc_course.tokenizers import CharTokenizer
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 12
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    max_iters: int = 2000
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    bf16: bool = False  # autocast matmuls to bfloat16 (uses AMX/AVX512-BF16 where the CPU has it)
+    compile: bool = False
+    eval_every: int = 100
+
+
+NANOGPT_CPU = Recipe("nanoGPT CPU recipe")
+COURSE_CPU = Recipe("course CPU recipe", lr=3e-3, min_lr=3e-4, warmup_iters=50, lr_decay_iters=1000,
+                    max_iters=1000, eval_every=50)
+
+
+def lr_at(it: int, r: Recipe) -> float:
+    """nanoGPT's schedule: linear warm-up, cosine decay to min_lr at lr_decay_iters, then flat."""
+    if it < r.warmup_iters:
+        return r.lr * (it + 1) / (r.warmup_iters + 1)
+    if it > r.lr_decay_iters:
+        return r.min_lr
+    ratio = (it - r.warmup_iters) / (r.lr_decay_iters - r.warmup_iters)
+    return r.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (r.lr - r.min_lr)
+
+
+def run(r: Recipe, train: torch.Tensor, val_windows, vocab_size: int, threshold: float | None, seed: int = 1337):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size, r.block_size, r.n_layer, r.n_head, r.n_embd, dropout=0.0, bias=False))
+    opt = model.configure_optimizer(r.lr, r.weight_decay, betas=(0.9, r.beta2))
+    fwd = torch.compile(model) if r.compile else model
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if r.bf16 else contextlib.nullcontext
+    gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        model.eval()
+        with amp():
+            losses = [float(fwd(x, y)[1]) for x, y in val_windows]
+        model.train()
+        return sum(losses) / len(losses)
+
+    curve, seconds, reached = [], 0.0, None
+    for it in range(r.max_iters):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, r)
+        x, y = get_batch(train, r.block_size, r.batch_size, gen)
+        with amp():
+            _, loss = fwd(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        opt.step()
+        seconds += time.perf_counter() - t0
+        if (it + 1) % r.eval_every == 0 or it + 1 == r.max_iters:
+            v = val_loss()
+            curve.append({"iter": it + 1, "seconds": round(seconds, 2), "val": round(v, 4)})
+            print(f"  {r.name}: iter {it + 1:5d}  {seconds:7.1f} s  val {v:.4f}", flush=True)
+            if threshold is not None and v <= threshold and reached is None:
+                reached = curve[-1]
+                break
+    return {"recipe": asdict(r), "curve": curve, "reached": reached, "train_seconds": round(seconds, 2),
+            "parameters": model.num_params()}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--eval-batches", type=int, default=200)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--course-only", type=float, default=None, metavar="THRESHOLD",
+                   help="skip the reference and use this threshold (for tuning only)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    text = load_text("tinyshakespeare")
+    tok = CharTokenizer.from_text(text)
+    data = torch.tensor(tok.encode(text), dtype=torch.long)
+    train, val = train_val_split(data, 0.1)
+    g = torch.Generator().manual_seed(0)
+    val_windows = [get_batch(val, 64, 12, g) for _ in range(args.eval_batches)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+
+    if args.course_only is None:
+        ref = run(NANOGPT_CPU, train, val_windows, tok.vocab_size, None)
+        threshold = ref["curve"][-1]["val"]
+        ref["reached"] = next(c for c in ref["curve"] if c["val"] <= threshold)
+    else:
+        ref, threshold = None, args.course_only
+    print(f"threshold: val <= {threshold:.4f}")
+    ours = run(COURSE_CPU, train, val_windows, tok.vocab_size, threshold)
+    result = {"threshold": threshold, "reference": ref, "course": ours, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "eval_windows": f"{args.eval_batches} x 12 x 64 characters"}
+    if ref and ours["reached"]:
+        t_ref, t_ours = ref["reached"]["seconds"], ours["reached"]["seconds"]
+        result["ratio"] = round(t_ours / t_ref, 3)
+        print(f"\ntime to val <= {threshold:.4f}: nanoGPT {t_ref:.1f} s, course {t_ours:.1f} s, "
+              f"ratio {t_ours / t_ref:.2f}x")
+    elif not ours["reached"]:
+        print(f"\nthe course recipe did not reach {threshold:.4f} (best {min(c['val'] for c in ours['curve']):.4f})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
