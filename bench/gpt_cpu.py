@@ -29,7 +29,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -122,6 +122,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--course-only", type=float, default=None, metavar="THRESHOLD",
                    help="skip the reference and use this threshold (for tuning only)")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override fields of the course recipe, e.g. --set lr=4e-3 max_iters=800")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,7 +142,13 @@ def main(argv=None) -> dict:
     else:
         ref, threshold = None, args.course_only
     print(f"threshold: val <= {threshold:.4f}")
-    ours = run(COURSE_CPU, train, val_windows, tok.vocab_size, threshold)
+    course = COURSE_CPU
+    for item in args.set:
+        field, value = item.split("=", 1)
+        kind = type(getattr(course, field))
+        course = replace(course, **{field: value.lower() == "true" if kind is bool else kind(float(value)) if kind is int else kind(value)})
+    print(f"course recipe: {course}")
+    ours = run(course, train, val_windows, tok.vocab_size, threshold)
     result = {"threshold": threshold, "reference": ref, "course": ours, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "eval_windows": f"{args.eval_batches} x 12 x 64 characters"}
     if ref and ours["reached"]:
