@@ -88,3 +88,13 @@ def test_text_model_saves_its_tokenizer(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="without a tokenizer"):
         load_tokenizer("mnist_cnn")
     assert "demo_gpt" in list_pretrained() and "demo_gpt.tokenizer" not in list_pretrained()
+
+
+def test_setup_page_lists_every_shipped_weight():
+    """book/setup.md's table (scripts/weights_table.py) names every shipped model."""
+    from pathlib import Path
+
+    setup = (Path(__file__).parents[1] / "book" / "setup.md").read_text(encoding="utf-8")
+    for name in list_pretrained():
+        if (SHIPPED_DIR / f"{name}.json").is_file():
+            assert f"`{name}`" in setup, f"add {name} to book/setup.md (python scripts/weights_table.py)"
