@@ -55,23 +55,31 @@ class Recipe:
     weight_decay: float = 0.1
     beta2: float = 0.99
     grad_clip: float = 1.0
+    decay: str = "cosine"  # "cosine" (nanoGPT) or "linear" (a straight line from lr to min_lr)
     bf16: bool = False  # autocast matmuls to bfloat16 (uses AMX/AVX512-BF16 where the CPU has it)
     compile: bool = False
     eval_every: int = 100
 
 
 NANOGPT_CPU = Recipe("nanoGPT CPU recipe")
-COURSE_CPU = Recipe("course CPU recipe", lr=3e-3, min_lr=3e-4, warmup_iters=50, lr_decay_iters=1000,
-                    max_iters=1000, eval_every=50)
+# The course's recipe keeps nanoGPT's model, block and batch (batch 12 was the most sample-efficient
+# of 12/24/32 in our sweeps, and a CPU's time per token hardly falls with a larger batch); it
+# changes the optimisation only: a 6x higher peak learning rate, a shorter warm-up and a cosine
+# decay over 1,000 iterations, after which the rate stays at min_lr.
+COURSE_CPU = Recipe("course CPU recipe", lr=6e-3, min_lr=6e-4, warmup_iters=50, lr_decay_iters=1000,
+                    max_iters=1400, eval_every=25)
 
 
 def lr_at(it: int, r: Recipe) -> float:
-    """nanoGPT's schedule: linear warm-up, cosine decay to min_lr at lr_decay_iters, then flat."""
+    """nanoGPT's schedule: linear warm-up, cosine (or linear) decay to min_lr at lr_decay_iters,
+    then flat."""
     if it < r.warmup_iters:
         return r.lr * (it + 1) / (r.warmup_iters + 1)
     if it > r.lr_decay_iters:
         return r.min_lr
     ratio = (it - r.warmup_iters) / (r.lr_decay_iters - r.warmup_iters)
+    if r.decay == "linear":
+        return r.min_lr + (1.0 - ratio) * (r.lr - r.min_lr)
     return r.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (r.lr - r.min_lr)
 
 
