@@ -18,7 +18,6 @@ vocabulary, ``config.mask_id`` (by default the last id, ``vocab_size - 1``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..masking import IGNORE_INDEX, mask_tokens
-from .gpt import Block, GPTConfig
+from .gpt import Block, GPTConfig, init_gpt2_weights
 
 
 @dataclass
@@ -113,17 +112,7 @@ class MaskedLM(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied input and output embeddings
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # as GPT-2: residual projections scaled down
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        init_gpt2_weights(self, config.n_layer)  # the same initialisation as the GPT
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
