@@ -32,6 +32,7 @@ ARCHS = {
     "seq2seq": "aigc_course.models.seq2seq:Seq2Seq:Seq2SeqConfig",
     "masked_lm": "aigc_course.models.masked_lm:MaskedLM:MaskedLMConfig",
     "text_vae": "aigc_course.models.text_vae:TextVAE:TextVAEConfig",
+    "unet": "aigc_course.models.unet:UNet:UNetConfig",
 }
 
 
