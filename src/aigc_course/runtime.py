@@ -105,3 +105,10 @@ def setup(seed: int = 0, style: bool = True) -> Setup:
 
         use_style()
     return Setup(device=get_device(), fast=is_fast(), seed=seed)
+
+
+def device_label(device: torch.device | str) -> str:
+    """What a weights card records as hardware, e.g. "cpu (x86_64, 2 threads)"."""
+    import platform
+
+    return f"{torch.device(device).type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -8,7 +8,6 @@ laptop: the shipped weights) and a ``gpu`` recipe (the full one).
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -17,7 +16,7 @@ import torch
 from ..lm_data import batch_fn, estimate_loss
 from ..models import GPT, GPTConfig
 from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
+from ..runtime import device_label, get_device, set_seed
 from ..train import TrainConfig, fit
 
 
@@ -80,7 +79,7 @@ def train_char_gpt(name: str, recipe_name: str, recipe: CharGPTRecipe, train_ids
             "estimate": f"{n_batches} x {batch} random windows of {recipe.block_size} characters, seed 0",
         },
         "train_seconds": round(seconds, 1),
-        "device": f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_label(device),
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "history_tail": [round(v, 4) for v in history.smoothed(50)[-1:]],

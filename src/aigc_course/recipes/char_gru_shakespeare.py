@@ -34,7 +34,6 @@ Metrics (nats per character, on the validation 10%):
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -44,7 +43,7 @@ from ..data import dataset_info, load_text, train_val_split
 from ..lm_data import batch_fn, estimate_loss
 from ..models.char_rnn import CharRNN, CharRNNConfig, streaming_loss
 from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
+from ..runtime import device_label, get_device, set_seed
 from ..tokenizers import CharTokenizer
 from ..train import TrainConfig, fit
 
@@ -129,7 +128,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
         "metrics": metrics,
         "loss_curve": {"steps": history.steps[::10], "smoothed_loss": [round(v, 4) for v in history.smoothed(20)[::10]]},
         "train_seconds": round(seconds, 1),
-        "device": f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_label(device),
         "torch": torch.__version__,
         "parameters": model.num_params(),
     }

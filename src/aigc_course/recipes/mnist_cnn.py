@@ -6,7 +6,6 @@ images. AdamW, lr 2e-3 with cosine decay, batch 128, 3 epochs (1,407 steps).
 
 from __future__ import annotations
 
-import platform
 import time
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from ..data import dataset_info, image_tensors
 from ..models import CNNClassifier, CNNConfig
 from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
+from ..runtime import device_label, get_device, set_seed
 from ..train import TrainConfig, accuracy, fit
 
 NAME = "mnist_cnn"
@@ -64,7 +63,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0) -> dict:
         "metrics": {"test_accuracy": round(acc, 4), "final_train_loss": round(history.smoothed(50)[-1], 4),
                     "n_test": len(x_test)},
         "train_seconds": round(seconds, 1),
-        "device": f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_label(device),
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
     }

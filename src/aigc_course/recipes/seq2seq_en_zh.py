@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -35,7 +34,7 @@ import torch
 from ..data import dataset_info, load_en_zh
 from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
 from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
+from ..runtime import device_label, get_device, set_seed
 from ..text_metrics import corpus_bleu
 from ..train import TrainConfig, evaluate, fit
 from ..translation import (
@@ -158,7 +157,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
                     "train_loss_every": max(1, steps // 100)},
         "samples": dict(zip(examples, translate(model, examples, src_vocab, tgt_vocab, beam_size=4))),
         "train_seconds": round(seconds, 1),
-        "device": f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_label(device),
         "torch": torch.__version__,
         "parameters": model.num_params(),
         "weights_dtype": "float16",
