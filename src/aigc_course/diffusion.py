@@ -168,3 +168,26 @@ def sample_ddim(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], num_
         eps = eps_model(x, torch.full((shape[0],), t, device=device), **model_kwargs)
         x = ddim_step(schedule, x, t, prev_t, eps, clip_x0=clip_x0)
     return x
+
+
+class EMA:
+    """An exponential moving average of a model's weights, the copy diffusion models sample
+    with: theta_ema <- decay theta_ema + (1 - decay) theta after every optimizer step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}.")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        """Load the averaged weights into ``model``."""
+        model.load_state_dict(self.shadow)

@@ -111,7 +111,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None, eval_fn: Callable | None = None,
-        history: History | None = None) -> History:
+        history: History | None = None, on_step: Callable[[int], None] | None = None) -> History:
     """Train ``model`` for ``cfg.steps`` steps and return its :class:`History`.
 
     Args:
@@ -120,6 +120,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
         data: an iterable of batches (cycled) or a function ``step -> batch``.
         eval_fn: ``eval_fn(model) -> dict of floats``, called every ``cfg.eval_every`` steps and
             at the end, under ``torch.no_grad()`` with the model in eval mode.
+        on_step: ``on_step(step)`` after each optimizer step (e.g. to update an EMA copy).
     """
     cfg = cfg or TrainConfig()
     device = next(model.parameters()).device
@@ -171,6 +172,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
             scaler.update()
         else:
             optimizer.step()
+        if on_step is not None:
+            on_step(step)
         history.steps.append(step)
         history.loss.append(loss.item())
         if not quiet and step % 10 == 0:

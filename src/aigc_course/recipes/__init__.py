@@ -17,6 +17,7 @@ RECIPES = {
     "gpt_shakespeare": "aigc_course.recipes.gpt_shakespeare",
     "gpt_tang": "aigc_course.recipes.gpt_tang",
     "seq2seq_en_zh": "aigc_course.recipes.seq2seq_en_zh",
+    "ddpm_mnist": "aigc_course.recipes.ddpm_mnist",
 }
 
 
