@@ -124,9 +124,6 @@ class UNet(nn.Module):
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"UNet expects images (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}.")
-        factor = 2 ** (len(self.config.mults) - 1)
-        if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"Height and width must be divisible by {factor}, got {tuple(x.shape[-2:])}.")
         t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).dim() == 0 else t
         emb = self.embed(t, y, cond)
         h = self.inp(x)
@@ -151,11 +148,22 @@ class UNet(nn.Module):
         return asdict(self.config)
 
 
-def guided_eps(model: UNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
+def guided_eps(model: UNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, scale: float = 1.0,
+               cond: torch.Tensor | None = None, null_cond: torch.Tensor | None = None) -> torch.Tensor:
     """Classifier-free guidance: eps_uncond + scale (eps_cond - eps_uncond), in one batched call.
 
-    scale 0 is the unconditional model, 1 the conditional one, > 1 pushes samples towards the
-    class (sharper, less diverse)."""
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, model.null_label(len(y), y.device)]))
+    The condition is a class label ``y`` (its "no condition" is the null label) or a vector
+    ``cond`` with its "no condition" vector ``null_cond`` (e.g. the embedding of the empty
+    prompt, shape (D,) or (B, D)). scale 0 is the unconditional model, 1 the conditional one,
+    > 1 pushes samples towards the condition (sharper, less diverse)."""
+    if (y is None) == (cond is None):
+        raise ValueError("guided_eps needs exactly one condition: a class label y or a vector cond.")
+    xx, tt = torch.cat([x, x]), torch.cat([t, t])
+    if y is not None:
+        both = model(xx, tt, y=torch.cat([y, model.null_label(len(y), y.device)]))
+    else:
+        if null_cond is None:
+            raise ValueError("Vector guidance needs null_cond, the embedding of 'no condition' (the empty prompt).")
+        both = model(xx, tt, cond=torch.cat([cond, null_cond.expand_as(cond)]))
     eps_cond, eps_uncond = both.chunk(2)
     return eps_uncond + scale * (eps_cond - eps_uncond)
