@@ -6,8 +6,8 @@ self-attention block at the coarsest resolution, then the U-Net: 28x28 -> 14x14 
 with skip connections (Ronneberger et al., 2015; the diffusion variant of Ho et al., 2020).
 
 Conditioning, optional: a class label ``y`` (an embedding table with one extra row, the "null"
-label used for classifier-free guidance), or a vector ``cond`` such as a text embedding (a
-linear map into the time-embedding space). :func:`guided_eps` combines a conditional and an
+label used for classifier-free guidance), or a vector ``cond`` such as a text embedding (layer-normalised,
+then an MLP into the time-embedding space). :func:`guided_eps` combines a conditional and an
 unconditional prediction: eps = eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans, 2022).
 """
 
@@ -87,7 +87,10 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, cfg.time_dim), nn.SiLU(),
                                       nn.Linear(cfg.time_dim, cfg.time_dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, cfg.time_dim) if cfg.num_classes else None
-        self.cond_proj = nn.Linear(cfg.cond_dim, cfg.time_dim) if cfg.cond_dim else None
+        # a text embedding is a unit vector whose entries are ~1/sqrt(D): normalise it first, or its
+        # signal is ten times weaker than the timestep's and training learns to ignore it
+        self.cond_proj = nn.Sequential(nn.LayerNorm(cfg.cond_dim), nn.Linear(cfg.cond_dim, cfg.time_dim), nn.SiLU(),
+                                       nn.Linear(cfg.time_dim, cfg.time_dim)) if cfg.cond_dim else None
         self.inp = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
