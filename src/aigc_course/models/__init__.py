@@ -33,6 +33,12 @@ ARCHS = {
     "masked_lm": "aigc_course.models.masked_lm:MaskedLM:MaskedLMConfig",
     "text_vae": "aigc_course.models.text_vae:TextVAE:TextVAEConfig",
     "unet": "aigc_course.models.unet:UNet:UNetConfig",
+    "captioner": "aigc_course.models.captioner:Captioner:CaptionerConfig",
+    "dcgan": "aigc_course.models.gan:DCGAN:DCGANConfig",
+    "mlp_gan": "aigc_course.models.gan:MLPGAN:MLPGANConfig",
+    "mini_clip": "aigc_course.models.mini_clip:MiniCLIP:MiniCLIPConfig",
+    "latent_diffusion": "aigc_course.models.latent_diffusion:LatentDiffusion:LatentDiffusionConfig",
+    "conv_vae": "aigc_course.models.conv_vae:ConvVAE:ConvVAEConfig",
 }
 
 

@@ -18,6 +18,12 @@ RECIPES = {
     "gpt_tang": "aigc_course.recipes.gpt_tang",
     "seq2seq_en_zh": "aigc_course.recipes.seq2seq_en_zh",
     "ddpm_mnist": "aigc_course.recipes.ddpm_mnist",
+    "captioner_mnist": "aigc_course.recipes.captioner_mnist",
+    "dcgan_mnist": "aigc_course.recipes.dcgan_mnist",
+    "mini_clip_mnist": "aigc_course.recipes.mini_clip_mnist",
+    "txt2img_mnist": "aigc_course.recipes.txt2img_mnist",
+    "latent_diffusion_mnist": "aigc_course.recipes.latent_diffusion_mnist",
+    "conv_vae_mnist": "aigc_course.recipes.conv_vae_mnist",
 }
 
 
