@@ -113,16 +113,23 @@ def test_latent_autoencoder_and_unet_shapes():
         model.autoencoder.encode(torch.randn(2, 1, 14, 14))
 
 
-def test_ema_average():
+def test_ema_average_is_bias_corrected():
     model = torch.nn.Linear(2, 1)
     ema = EMA(model, decay=0.5)
+    with pytest.raises(ValueError, match="no update"):
+        ema.copy_to(model)
     w0 = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(2.0)
-    ema.update(model)
-    torch.testing.assert_close(ema.shadow["weight"], w0 + 1.0)
+    seen = []
+    for k in range(3):  # weights w0 + 1, w0 + 2, w0 + 3 after three "optimizer steps"
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        seen.append(model.weight.detach().clone())
+        ema.update(model)
+    # weights 0.25, 0.5, 1 (decay^(n-k)) normalised: the initial weights have no share
+    expected = (0.25 * seen[0] + 0.5 * seen[1] + 1.0 * seen[2]) / 1.75
+    torch.testing.assert_close(ema.averaged()["weight"], expected)
     ema.copy_to(model)
-    torch.testing.assert_close(model.weight.detach(), w0 + 1.0)
+    torch.testing.assert_close(model.weight.detach(), w0 + 1 + (0.5 * 1 + 1.0 * 2) / 1.75)
     with pytest.raises(ValueError, match="decay"):
         EMA(model, decay=1.0)
 
