@@ -120,7 +120,7 @@ def test_ema_average_is_bias_corrected():
         ema.copy_to(model)
     w0 = model.weight.detach().clone()
     seen = []
-    for k in range(3):  # weights w0 + 1, w0 + 2, w0 + 3 after three "optimizer steps"
+    for _ in range(3):  # weights w0 + 1, w0 + 2, w0 + 3 after three "optimizer steps"
         with torch.no_grad():
             model.weight.add_(1.0)
         seen.append(model.weight.detach().clone())
