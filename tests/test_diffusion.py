@@ -53,6 +53,21 @@ def test_one_ddim_step_matches_diffusers(k):
     torch.testing.assert_close(ddim_step(sched, xt, t, prev_t, eps), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [0, 25, 49])
+def test_one_clipped_ddim_step_matches_diffusers_with_clipped_model_output(k):
+    sched = NoiseSchedule()
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+    ref.set_timesteps(50)
+    steps = ddim_timesteps(1000, 50)
+    t = steps[k]
+    prev_t = steps[k + 1] if k + 1 < len(steps) else -1
+    g = torch.Generator().manual_seed(k)
+    xt, eps = 3 * torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    assert sched.predict_x0(xt, t, eps).abs().max() > 1  # the clip is active
+    expected = ref.step(eps, t, xt, eta=0.0, use_clipped_model_output=True).prev_sample
+    torch.testing.assert_close(ddim_step(sched, xt, t, prev_t, eps, clip_x0=True), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_q_sample_matches_its_moments_monte_carlo():
     sched = NoiseSchedule()
     x0 = torch.full((20000, 1), 0.7)
