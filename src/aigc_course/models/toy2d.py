@@ -13,7 +13,6 @@ dataclass config, a loss and ``sample(n, generator=None) -> (n, 2)``:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -215,39 +214,15 @@ def train_gan(model: ToyGAN, data: torch.Tensor, steps: int = 2000, batch_size: 
     """Alternate D and G updates; returns the (discriminator, generator) loss histories.
 
     ``fit`` minimises one loss with one optimiser; a GAN is a two-player game with two losses
-    and two optimisers, so it has its own loop. ``data`` is a (N, data_dim) tensor, sampled in
-    mini-batches with a seeded generator.
+    and two optimisers, so it has its own loop: :func:`aigc_course.models.gan.train_gan`, shared
+    with the image GANs of part 5. ``data`` is a (N, data_dim) tensor, sampled in mini-batches
+    with a seeded generator.
     """
+    from .gan import train_gan as two_player_loop  # gan.py builds on this file
+
     _check_points(data, model.config.data_dim, "data")
-    if steps <= 0 or batch_size <= 0 or d_steps <= 0:
-        raise ValueError("steps, batch_size and d_steps must be positive.")
-    device = _device(model)
-    data = data.to(device)
-    g = torch.Generator().manual_seed(seed)
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
-    hist_d, hist_g = History(), History()
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        # 1. k discriminator steps on real vs (detached) fake samples
-        for _ in range(d_steps):
-            idx = torch.randint(0, len(data), (batch_size,), generator=g).to(device)
-            loss_d = model.d_loss(data[idx])
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        # 2. one generator step; only opt_g steps, D's stale gradients are cleared next time
-        loss_g = model.g_loss(batch_size)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        for h, v in ((hist_d, loss_d), (hist_g, loss_g)):
-            h.steps.append(step)
-            h.loss.append(v.item())
-    model.eval()
-    hist_d.seconds = hist_g.seconds = time.perf_counter() - t0
-    return hist_d, hist_g
+    return two_player_loop(model, data, steps=steps, batch_size=batch_size, lr=lr, betas=betas,
+                           d_steps=d_steps, seed=seed, desc="toy GAN")
 
 
 # 4. Diffusion (DDPM) ----------------------------------------------------------------------------
