@@ -16,8 +16,9 @@ import torch
 from ..lm_data import batch_fn, estimate_loss
 from ..models import GPT, GPTConfig
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..train import TrainConfig, fit
+from ._card import run_card, train_command
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def train_char_gpt(name: str, recipe_name: str, recipe: CharGPTRecipe, train_ids
         "name": name,
         "arch": "gpt",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {name}" + ("" if recipe_name == "cpu" else f" --recipe {recipe_name}")
-        + (" --fast" if fast else ""),
+        "train_command": train_command(name, recipe_name, fast, seed),
         "data": data_card,
         "recipe": {"name": recipe_name, **asdict(recipe), "steps": steps, "seed": seed,
                    "optimizer": "AdamW betas (0.9, 0.99), weight decay on matrices only",
@@ -78,10 +78,7 @@ def train_char_gpt(name: str, recipe_name: str, recipe: CharGPTRecipe, train_ids
             "unit": "nats per character",
             "estimate": f"{n_batches} x {batch} random windows of {recipe.block_size} characters, seed 0",
         },
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_card(model, seconds, device),
         "history_tail": [round(v, 4) for v in history.smoothed(50)[-1:]],
     }
     save_pretrained(model.cpu(), name, card, out_dir, tokenizer=tokenizer)

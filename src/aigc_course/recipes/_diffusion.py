@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..diffusion import EMA, NoiseSchedule, ScheduleConfig, eps_loss
-from ..runtime import device_label
 from ..train import TrainConfig, fit
+from ._card import run_card, train_command
 
 
 @dataclass
@@ -79,11 +79,8 @@ def base_card(name: str, arch: str, model, recipe: DiffusionRecipe, recipe_name:
         "name": name,
         "arch": arch,
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {name}" + (" --fast" if fast else ""),
+        "train_command": train_command(name, recipe_name, fast, seed),
         "data": data,
         "recipe": {"name": recipe_name, **asdict(recipe), "seed": seed, "ema": "shipped weights are the EMA"},
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_card(model, seconds, device),
     }

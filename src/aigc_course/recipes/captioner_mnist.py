@@ -56,12 +56,13 @@ from ..captions import (
     encode_captions,
     measure_attributes,
 )
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.captioner import Captioner, CaptionerConfig
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..text_metrics import corpus_bleu
 from ..train import TrainConfig, evaluate, fit
+from ._card import choose_recipe, data_card, run_card, train_command
 
 NAME = "captioner_mnist"
 N_VAL = 5000
@@ -150,9 +151,9 @@ def test_metrics(model: Captioner, part: dict, vocab) -> dict:
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}; use one of {sorted(RECIPES)}.")
-    r = FAST if fast else RECIPES[recipe]
+    r = choose_recipe(RECIPES, recipe)
+    if fast:
+        r = FAST
     set_seed(seed)
     device = get_device()
     data = prepare_data(fast, seed)
@@ -176,16 +177,13 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     metrics["final_train_loss"] = round(history.smoothed(50)[-1], 4)
     metrics["val_loss"] = round(history.evals[-1]["val_loss"], 4)
     texts, _ = model.caption(data["test"]["x"][:8], vocab)
-    files = dataset_info("mnist").files
     card = {
         "name": NAME,
         "arch": "captioner",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else "")
-                         + ("" if recipe == "cpu" else f" --recipe {recipe}"),
-        "data": {"dataset": "mnist", "sha256": {f.path: f.sha256 for f in files},
-                 "n_train": len(data["train"]["y"]), "n_val": len(data["val"]["y"]), "n_test": len(data["test"]["y"]),
-                 "bins": data["bins"].to_dict(), "templates": list(TEMPLATES)},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("mnist", n_train=len(data["train"]["y"]), n_val=len(data["val"]["y"]),
+                          n_test=len(data["test"]["y"]), bins=data["bins"].to_dict(), templates=list(TEMPLATES)),
         "recipe": {"name": "fast" if fast else recipe, **asdict(r), "optimizer": "AdamW",
                    "schedule": "warm-up 100, cosine to lr/20", "grad_clip": 1.0, "seed": seed},
         "recipes": {name: asdict(x) for name, x in RECIPES.items()},
@@ -194,10 +192,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
                     "train_loss": [round(v, 4) for v in history.smoothed(50)[:: max(1, r.steps // 100)]],
                     "train_loss_every": max(1, r.steps // 100)},
         "samples": texts,
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": model.num_params(),
+        **run_card(model, seconds, device),
         "weights_dtype": "float16",
     }
     save_pretrained(copy.deepcopy(model).cpu().half(), NAME, card, out_dir, tokenizer=vocab)

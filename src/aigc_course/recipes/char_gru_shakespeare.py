@@ -39,13 +39,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..data import dataset_info, load_text, train_val_split
+from ..data import load_text, train_val_split
 from ..lm_data import batch_fn, estimate_loss
 from ..models.char_rnn import CharRNN, CharRNNConfig, streaming_loss
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..tokenizers import CharTokenizer
 from ..train import TrainConfig, fit
+from ._card import choose_recipe, data_card, run_card, train_command
 
 NAME = "char_gru_shakespeare"
 EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 20, 64, 1234  # the fixed validation windows
@@ -99,9 +100,9 @@ def measure(model: CharRNN, val_ids: torch.Tensor, seq_len: int, fast: bool = Fa
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}.")
-    r = FAST if fast else RECIPES[recipe]
+    r = choose_recipe(RECIPES, recipe)
+    if fast:
+        r = FAST
     set_seed(seed)
     device = get_device()
     tok, train_ids, val_ids = prepare_data()
@@ -113,24 +114,18 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     seconds = time.perf_counter() - t0
     metrics = measure(model, val_ids, r.seq_len, fast)
     metrics["final_train_loss"] = round(history.smoothed(50)[-1], 4)
-    files = dataset_info("tinyshakespeare").files
     card = {
         "name": NAME,
         "arch": "char_rnn",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else "")
-                         + (" --recipe gpu" if recipe == "gpu" else ""),
-        "data": {"dataset": "tinyshakespeare", "split": "first 90% train / last 10% val",
-                 "sha256": {f.path: f.sha256 for f in files}},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("tinyshakespeare", split="first 90% train / last 10% val"),
         "recipe": {"name": "fast" if fast else recipe, **asdict(r), "optimizer": "AdamW",
                    "schedule": "linear warm-up, cosine decay to lr/10", "grad_clip": 1.0, "seed": seed},
         "recipes": {name: asdict(x) for name, x in RECIPES.items()},
         "metrics": metrics,
         "loss_curve": {"steps": history.steps[::10], "smoothed_loss": [round(v, 4) for v in history.smoothed(20)[::10]]},
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": model.num_params(),
+        **run_card(model, seconds, device),
     }
     save_pretrained(model.cpu(), NAME, card, out_dir, tokenizer=tok)
     return card

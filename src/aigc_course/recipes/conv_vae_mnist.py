@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.conv_vae import ConvVAE, ConvVAEConfig, active_units, binarize
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..train import TrainConfig, fit
+from ._card import choose_recipe, data_card, run_card, train_command
 
 NAME = "conv_vae_mnist"
 TEST_SEED = 1234  # the fixed binarisation of the test set
@@ -101,11 +102,9 @@ def train_vae(model: ConvVAE, x_train: torch.Tensor, rec: VAERecipe, seed: int =
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
     set_seed(seed)
     device = get_device()
-    rec = RECIPES[recipe]
+    rec = choose_recipe(RECIPES, recipe)
     if fast:
         rec = VAERecipe(latent_dim=4, channels=8, steps=10, batch_size=32, warmup=0, iwae_k=4)
     x_train, _ = image_tensors("mnist", "train", scale="[0, 1]", limit=512 if fast else None)
@@ -117,22 +116,17 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in evaluate_vae(model, x_test, rec.iwae_k).items()}
     metrics["n_test"] = len(x_test)
     metrics["final_train_loss"] = round(history.smoothed(100)[-1], 3)
-    files = dataset_info("mnist").files
     card = {
         "name": NAME,
         "arch": "conv_vae",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else "")
-        + ("" if recipe == "cpu" else f" --recipe {recipe}"),
-        "data": {"dataset": "mnist", "split": "train (60,000), dynamically binarised; test (10,000) "
-                 f"binarised once with seed {TEST_SEED}", "sha256": {f.path: f.sha256 for f in files}},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("mnist", split="train (60,000), dynamically binarised; test (10,000) "
+                          f"binarised once with seed {TEST_SEED}"),
         "recipe": {"name": recipe, "steps": rec.steps, "batch_size": rec.batch_size, "lr": rec.lr,
                    "warmup": rec.warmup, "schedule": "cosine", "optimizer": "AdamW", "seed": seed},
         "metrics": metrics,
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": model.num_params(),
+        **run_card(model, seconds, device),
     }
     save_pretrained(model.cpu(), NAME, card, out_dir)
     return card

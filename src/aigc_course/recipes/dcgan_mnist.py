@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.gan import DCGAN, DCGANConfig, train_gan
 from ..pretrained import load_pretrained, save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
+from ._card import choose_recipe, data_card, run_card, train_command
 
 NAME = "dcgan_mnist"
 
@@ -98,11 +99,9 @@ def sample_metrics(model, x_test: torch.Tensor, x_ref: torch.Tensor | None = Non
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
     set_seed(seed)
     device = get_device()
-    model_cfg, rec = RECIPES[recipe]
+    model_cfg, rec = choose_recipe(RECIPES, recipe)
     if fast:
         model_cfg, rec = DCGANConfig(latent_dim=16, g_channels=8, d_channels=4, minibatch_std=True), GANRecipe(10, 16)
     x_train, _ = image_tensors("mnist", "train", limit=512 if fast else None)
@@ -115,20 +114,15 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     metrics = sample_metrics(model.eval(), x_test, x_train[-2000:], n=64 if fast else 2000)
     metrics["final_d_loss"] = round(hist_d.smoothed(100)[-1], 4)
     metrics["final_g_loss"] = round(hist_g.smoothed(100)[-1], 4)
-    files = dataset_info("mnist").files
     card = {
         "name": NAME,
         "arch": "dcgan",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else ""),
-        "data": {"dataset": "mnist", "split": "train (60,000), scaled to [-1, 1]",
-                 "sha256": {f.path: f.sha256 for f in files}},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("mnist", split="train (60,000), scaled to [-1, 1]"),
         "recipe": {"name": recipe, **asdict(rec), "seed": seed, "loss": "non-saturating, BCE on logits"},
         "metrics": metrics,
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_card(model, seconds, device),
     }
     save_pretrained(model.cpu(), NAME, card, out_dir)
     return card

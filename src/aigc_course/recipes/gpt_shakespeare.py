@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from ..data import dataset_info, load_text, train_val_split
+from ..data import load_text, train_val_split
 from ..tokenizers import CharTokenizer
+from ._card import choose_recipe, data_card
 from ._char_gpt import CharGPTRecipe, train_char_gpt
 
 NAME = "gpt_shakespeare"
@@ -40,8 +41,6 @@ def shakespeare_ids() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
     tok, train_ids, val_ids = shakespeare_ids()
-    files = dataset_info("tinyshakespeare").files
-    data_card = {"dataset": "tinyshakespeare", "sha256": {f.path: f.sha256 for f in files},
-                 "split": "first 90% train, last 10% validation (characters)"}
-    return train_char_gpt(NAME, recipe, RECIPES[recipe], train_ids, val_ids, tok, data_card,
+    data = data_card("tinyshakespeare", split="first 90% train, last 10% validation (characters)")
+    return train_char_gpt(NAME, recipe, choose_recipe(RECIPES, recipe), train_ids, val_ids, tok, data,
                           out_dir=out_dir, fast=fast, seed=seed)

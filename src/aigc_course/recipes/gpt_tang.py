@@ -13,8 +13,9 @@ times become ``□``.
 
 from __future__ import annotations
 
-from ..data import dataset_info, load_tang_poems
+from ..data import load_tang_poems
 from ..poems import build_tokenizer, corpus, regular_poems, split_poems
+from ._card import choose_recipe, data_card
 from ._char_gpt import CharGPTRecipe, train_char_gpt
 
 NAME = "gpt_tang"
@@ -39,10 +40,8 @@ def tang_ids(seed: int = 0):
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
     tok, train_ids, val_ids, train_poems, val_poems = tang_ids()
-    files = dataset_info("tang_poems").files
-    data_card = {"dataset": "tang_poems", "sha256": {f.path: f.sha256 for f in files},
-                 "split": f"regular poems; {len(train_poems)} train / {len(val_poems)} validation poems "
-                          "(seeded shuffle, seed 0)",
-                 "script": "traditional Chinese characters"}
-    return train_char_gpt(NAME, recipe, RECIPES[recipe], train_ids, val_ids, tok, data_card,
+    data = data_card("tang_poems", script="traditional Chinese characters",
+                     split=f"regular poems; {len(train_poems)} train / {len(val_poems)} validation poems "
+                           "(seeded shuffle, seed 0)")
+    return train_char_gpt(NAME, recipe, choose_recipe(RECIPES, recipe), train_ids, val_ids, tok, data,
                           out_dir=out_dir, fast=fast, seed=seed)

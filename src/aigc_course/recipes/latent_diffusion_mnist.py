@@ -22,13 +22,14 @@ import time
 
 import torch
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
 from ..pretrained import load_pretrained, save_pretrained
 from ..prompts import TEMPLATES
 from ..runtime import get_device, set_seed
 from ..text2img import TextToImage
 from ..train import TrainConfig, fit
+from ._card import choose_recipe, data_card
 from ._diffusion import DiffusionRecipe, base_card, train_diffusion
 from .txt2img_mnist import P_UNCOND, TEXT_ENCODER, prompt_accuracy, prompt_conditioning
 
@@ -40,11 +41,9 @@ RECIPES = {
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
     set_seed(seed)
     device = get_device()
-    cfg, ae_steps, rec = RECIPES[recipe]
+    cfg, ae_steps, rec = choose_recipe(RECIPES, recipe)
     if fast:
         cfg = LatentDiffusionConfig(ae_channels=(8, 16), unet_base=8, time_dim=32)
         ae_steps, rec = 10, DiffusionRecipe(steps=10, batch_size=16, warmup=0)
@@ -77,10 +76,9 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     pipe = TextToImage(clip, vocab, model.unet, schedule, shape=model.latent_shape, decode=model.to_image)
     classifier, _ = load_pretrained("mnist_cnn", device=device)
     per_digit, steps = (2, 5) if fast else (50, 50)
-    files = dataset_info("mnist").files
     card = base_card(NAME, "latent_diffusion", model, rec, recipe, seed, fast, ae_seconds + seconds, device,
-                     {"dataset": "mnist", "split": "train (60,000), scaled to [-1, 1]",
-                      "prompts": "aigc_course.prompts.TRAIN_TEMPLATES", "sha256": {f.path: f.sha256 for f in files}})
+                     data_card("mnist", split="train (60,000), scaled to [-1, 1]",
+                               prompts="aigc_course.prompts.TRAIN_TEMPLATES"))
     card["recipe"]["autoencoder_steps"] = ae_steps
     card["schedule"] = {"kind": rec.schedule, "num_steps": rec.num_train_steps}
     card["text_encoder"] = TEXT_ENCODER

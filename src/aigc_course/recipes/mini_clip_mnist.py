@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.mini_clip import MiniCLIP, MiniCLIPConfig
 from ..pretrained import save_pretrained
 from ..prompts import (
@@ -31,8 +31,9 @@ from ..prompts import (
     prompt,
     random_prompts,
 )
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..train import TrainConfig, fit
+from ._card import choose_recipe, data_card, run_card, train_command
 from .mnist_cnn import random_shift
 
 NAME = "mini_clip_mnist"
@@ -59,11 +60,9 @@ def zero_shot_accuracy(model: MiniCLIP, vocab, images: torch.Tensor, labels: tor
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
     set_seed(seed)
     device = get_device()
-    rec = dict(RECIPES[recipe])
+    rec = dict(choose_recipe(RECIPES, recipe))
     if fast:
         rec.update(steps=10, batch_size=32)
     vocab = build_vocab()
@@ -82,14 +81,12 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     t0 = time.perf_counter()
     history = fit(model, lambda m, b: m.loss(*b), get_batch, cfg)
     seconds = time.perf_counter() - t0
-    files = dataset_info("mnist").files
     card = {
         "name": NAME,
         "arch": "mini_clip",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else ""),
-        "data": {"dataset": "mnist", "prompts": "aigc_course.prompts.TRAIN_TEMPLATES",
-                 "sha256": {f.path: f.sha256 for f in files}},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("mnist", prompts="aigc_course.prompts.TRAIN_TEMPLATES"),
         "recipe": {"name": recipe, **rec, "seed": seed, "augment": "random 1-pixel shifts"},
         "metrics": {
             "zero_shot_accuracy": round(zero_shot_accuracy(model, vocab, x_test, y_test), 4),
@@ -100,10 +97,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
             "final_train_loss": round(history.smoothed(50)[-1], 4),
             "n_test": len(x_test),
         },
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_card(model, seconds, device),
     }
     save_pretrained(model.cpu(), NAME, card, out_dir, tokenizer=vocab)
     return card

@@ -11,11 +11,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models import CNNClassifier, CNNConfig
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..train import TrainConfig, accuracy, fit
+from ._card import data_card, run_card, train_command
 
 NAME = "mnist_cnn"
 
@@ -51,21 +52,17 @@ def train(out_dir=None, fast: bool = False, seed: int = 0) -> dict:
     history = fit(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), get_batch, cfg)
     seconds = time.perf_counter() - t0
     acc = accuracy(model, x_test, y_test)
-    files = dataset_info("mnist").files
     card = {
         "name": NAME,
         "arch": "cnn_classifier",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else ""),
-        "data": {"dataset": "mnist", "sha256": {f.path: f.sha256 for f in files}},
+        "train_command": train_command(NAME, fast=fast, seed=seed),
+        "data": data_card("mnist"),
         "recipe": {"steps": steps, "batch_size": batch_size, "lr": cfg.lr, "schedule": "cosine",
                    "augment": "random 1-pixel shifts", "seed": seed},
         "metrics": {"test_accuracy": round(acc, 4), "final_train_loss": round(history.smoothed(50)[-1], 4),
                     "n_test": len(x_test)},
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **run_card(model, seconds, device),
     }
     save_pretrained(model.cpu(), NAME, card, out_dir)
     return card

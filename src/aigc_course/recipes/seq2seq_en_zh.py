@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..data import dataset_info, load_en_zh
+from ..data import load_en_zh
 from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
 from ..pretrained import save_pretrained
-from ..runtime import device_label, get_device, set_seed
+from ..runtime import get_device, set_seed
 from ..text_metrics import corpus_bleu
 from ..train import TrainConfig, evaluate, fit
 from ..translation import (
@@ -47,6 +47,7 @@ from ..translation import (
     tokenize_zh,
     translate,
 )
+from ._card import choose_recipe, data_card, run_card, train_command
 
 NAME = "seq2seq_en_zh"
 MAX_EN_WORDS, N_TEST, N_VAL, MIN_FREQ, MAX_LEN = 10, 1000, 500, 2, 40
@@ -106,9 +107,9 @@ def test_metrics(model: Seq2Seq, pairs, src_vocab: Vocab, tgt_vocab: Vocab, beam
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}; use one of {sorted(RECIPES)}.")
-    r = FAST if fast else RECIPES[recipe]
+    r = choose_recipe(RECIPES, recipe)
+    if fast:
+        r = FAST
     set_seed(seed)
     device = get_device()
     split, src_vocab, tgt_vocab = prepare_data(fast, seed)
@@ -137,18 +138,15 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     metrics["final_train_loss"] = round(history.smoothed(50)[-1], 4)
     metrics["val_loss"] = round(history.evals[-1]["val_loss"], 4)
     examples = [p.en for p in split.test[:8]]
-    files = dataset_info("en_zh").files
     card = {
         "name": NAME,
         "arch": "seq2seq",
         "config": model.config_dict(),
-        "train_command": f"python -m aigc_course.train {NAME}" + (" --fast" if fast else "")
-                         + ("" if recipe == "cpu" else f" --recipe {recipe}"),
-        "data": {"dataset": "en_zh", "sha256": {f.path: f.sha256 for f in files},
-                 "license": "CC BY 2.0 FR (Tatoeba)", "max_en_words": MAX_EN_WORDS, "simplified_only": True,
-                 "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
-                 "removed_duplicates": split.removed_duplicates,
-                 "removed_traditional": split.removed_traditional, "min_freq": MIN_FREQ},
+        "train_command": train_command(NAME, recipe, fast, seed),
+        "data": data_card("en_zh", license="CC BY 2.0 FR (Tatoeba)", max_en_words=MAX_EN_WORDS, simplified_only=True,
+                          n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
+                          removed_duplicates=split.removed_duplicates,
+                          removed_traditional=split.removed_traditional, min_freq=MIN_FREQ),
         "recipe": {"name": "fast" if fast else recipe, **asdict(r), "steps": steps, "optimizer": "Adam",
                    "schedule": "cosine to lr/20", "grad_clip": 1.0, "seed": seed},
         "metrics": metrics,
@@ -156,10 +154,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
                     "train_loss": [round(v, 4) for v in history.smoothed(50)[:: max(1, steps // 100)]],
                     "train_loss_every": max(1, steps // 100)},
         "samples": dict(zip(examples, translate(model, examples, src_vocab, tgt_vocab, beam_size=4))),
-        "train_seconds": round(seconds, 1),
-        "device": device_label(device),
-        "torch": torch.__version__,
-        "parameters": model.num_params(),
+        **run_card(model, seconds, device),
         "weights_dtype": "float16",
     }
     save_pretrained(copy.deepcopy(model).cpu().half(), NAME, card, out_dir,

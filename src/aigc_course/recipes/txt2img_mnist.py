@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from ..data import dataset_info, image_tensors
+from ..data import image_tensors
 from ..models.unet import UNet, UNetConfig
 from ..pretrained import load_pretrained, load_tokenizer, save_pretrained
 from ..prompts import TEMPLATES, TRAIN_TEMPLATES, encode_prompts, prompt
 from ..runtime import get_device, set_seed
 from ..text2img import TextToImage
+from ._card import choose_recipe, data_card
 from ._diffusion import DiffusionRecipe, base_card, train_diffusion
 
 NAME = "txt2img_mnist"
@@ -71,11 +72,9 @@ def prompt_conditioning(device, p_uncond: float = P_UNCOND):
 
 
 def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") -> dict:
-    if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
     set_seed(seed)
     device = get_device()
-    model_cfg, rec = RECIPES[recipe]
+    model_cfg, rec = choose_recipe(RECIPES, recipe)
     if fast:
         model_cfg, rec = UNetConfig(base=8, time_dim=32, cond_dim=64), DiffusionRecipe(steps=10, batch_size=16, warmup=0)
     clip, vocab, cond_fn = prompt_conditioning(device)
@@ -85,10 +84,9 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     pipe = TextToImage(clip, vocab, model, schedule)
     classifier, _ = load_pretrained("mnist_cnn", device=device)
     per_digit, steps = (2, 5) if fast else (50, 50)
-    files = dataset_info("mnist").files
     card = base_card(NAME, "unet", model, rec, recipe, seed, fast, seconds, device,
-                     {"dataset": "mnist", "split": "train (60,000), scaled to [-1, 1]",
-                      "prompts": "aigc_course.prompts.TRAIN_TEMPLATES", "sha256": {f.path: f.sha256 for f in files}})
+                     data_card("mnist", split="train (60,000), scaled to [-1, 1]",
+                               prompts="aigc_course.prompts.TRAIN_TEMPLATES"))
     card["schedule"] = {"kind": rec.schedule, "num_steps": rec.num_train_steps}
     card["text_encoder"] = TEXT_ENCODER
     card["conditioning"] = {"p_uncond": P_UNCOND, "null": "mini-CLIP embedding of the empty prompt"}
