@@ -7,7 +7,8 @@ recipe's seed, and the EMA is linear in them, so the exact correction is
 
     ema_corrected = (ema - d^N init) / (1 - d^N),
 
-which is what the bias-corrected ``aigc_course.diffusion.EMA`` now ships after a retrain. The
+which is what the bias-corrected ``aigc_course.diffusion.EMA`` now ships after a retrain (the
+shipped ``ddpm_mnist`` was retrained so; the script refuses weights whose card says so). The
 script rebuilds each recipe's initial network in the recipe's own order of random draws,
 applies the correction, re-measures the card's metrics with the recipe's own functions and
 rewrites the weights and the card (``python scripts/correct_ema.py NAME --weights DIR``).
@@ -52,8 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model, card = load_pretrained(args.name)
-    if "ema_correction" in card:
-        raise SystemExit(f"{args.name} was already corrected.")
+    if "ema_correction" in card or "bias-corrected" in card["recipe"].get("ema", ""):
+        raise SystemExit(f"{args.name}: its EMA is already bias-corrected (corrected before, or trained with "
+                         "the bias-corrected diffusion.EMA); nothing to do.")
     unet = model.unet if hasattr(model, "unet") else model
     d, n = card["recipe"]["ema_decay"], card["recipe"]["steps"]
     init = initial_unet(args.name, card)

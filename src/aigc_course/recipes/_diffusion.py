@@ -81,6 +81,6 @@ def base_card(name: str, arch: str, model, recipe: DiffusionRecipe, recipe_name:
         "config": model.config_dict(),
         "train_command": train_command(name, recipe_name, fast, seed),
         "data": data,
-        "recipe": {"name": recipe_name, **asdict(recipe), "seed": seed, "ema": "shipped weights are the EMA"},
+        "recipe": {"name": recipe_name, **asdict(recipe), "seed": seed, "ema": "shipped weights are the bias-corrected EMA (diffusion.EMA)"},
         **run_card(model, seconds, device),
     }
