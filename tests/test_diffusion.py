@@ -68,6 +68,44 @@ def test_one_clipped_ddim_step_matches_diffusers_with_clipped_model_output(k):
     torch.testing.assert_close(ddim_step(sched, xt, t, prev_t, eps, clip_x0=True), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("k, clip", [(0, False), (25, True), (48, False)])
+def test_one_stochastic_ddim_step_matches_diffusers(k, clip):
+    sched = NoiseSchedule()
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip)
+    ref.set_timesteps(50)
+    steps = ddim_timesteps(1000, 50)
+    t, prev_t = steps[k], steps[k + 1]
+    g = torch.Generator().manual_seed(k)
+    xt, eps, noise = (torch.randn(2, 1, 8, 8, generator=g) for _ in range(3))
+    expected = ref.step(eps, t, xt, eta=0.5, use_clipped_model_output=clip, variance_noise=noise).prev_sample
+    got = ddim_step(sched, xt, t, prev_t, eps, clip_x0=clip, eta=0.5, noise=noise)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("t, clip", [(999, False), (500, True), (1, True)])
+def test_ddim_with_eta_one_and_every_step_is_the_ddpm_step(t, clip):
+    sched = NoiseSchedule()
+    g = torch.Generator().manual_seed(t)
+    xt, eps, noise = 2 * torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g), \
+        torch.randn(2, 1, 8, 8, generator=g)
+    torch.testing.assert_close(ddim_step(sched, xt, t, t - 1, eps, clip_x0=clip, eta=1.0, noise=noise),
+                               ddpm_step(sched, xt, t, eps, noise=noise, clip_x0=clip), rtol=1e-4, atol=1e-5)
+
+
+def test_stochastic_ddim_sampling_is_seeded_and_eta_zero_is_unchanged():
+    sched = NoiseSchedule()
+    model = lambda x, t: 0.1 * x  # noqa: E731 - a stand-in noise predictor
+    run = lambda eta, seed: sample_ddim(model, sched, (3, 1, 4, 4), num_steps=10, eta=eta,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0.7, 0), run(0.7, 0)) and not torch.equal(run(0.7, 0), run(0.7, 1))
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(run(0.0, 0), sample_ddim(model, sched, x.shape, num_steps=10, x=x))
+    with pytest.raises(ValueError, match="eta"):
+        ddim_step(sched, x, 500, 400, x, eta=0.5)  # no noise given
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        ddim_step(sched, x, 500, 400, x, eta=-1.0)
+
+
 def test_q_sample_matches_its_moments_monte_carlo():
     sched = NoiseSchedule()
     x0 = torch.full((20000, 1), 0.7)

@@ -12,7 +12,8 @@ Notation (Ho et al., 2020): ``betas[t]`` is the variance added at step t, ``alph
 * training: the epsilon loss || eps - eps_theta(x_t, t) ||^2 at a uniformly drawn t;
 * DDPM ancestral step: the posterior mean of q(x_{t-1} | x_t, x0) with x0 predicted from eps,
   plus noise of variance beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t;
-* DDIM step (Song et al., 2021) with eta = 0: deterministic, and it can skip steps.
+* DDIM step (Song et al., 2021): with eta = 0 deterministic, and it can skip steps; eta > 0 adds
+  fresh noise at every step (eta = 1 with every step visited is the DDPM step).
 
 The constants and one step of each sampler equal diffusers' ``DDPMScheduler`` and
 ``DDIMScheduler`` (``clip_sample=False``); the tests check it.
@@ -122,9 +123,14 @@ def ddpm_step(schedule: NoiseSchedule, xt: torch.Tensor, t: int, eps: torch.Tens
 
 
 def ddim_step(schedule: NoiseSchedule, xt: torch.Tensor, t: int, prev_t: int, eps: torch.Tensor,
-              clip_x0: bool = False) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0) from step t to an earlier step prev_t (-1 = the end):
-    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps.
+              clip_x0: bool = False, eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step from step t to an earlier step prev_t (-1 = the end). With eta = 0 it is
+    deterministic: x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps.
+
+    ``eta`` > 0 (Song et al., 2021, eq. 16) adds fresh ``noise`` of standard deviation
+    sigma = eta sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)) and shrinks the eps
+    term to sqrt(1 - abar_prev - sigma^2) eps, so the marginals stay the same; eta = 1 with every
+    step visited is DDPM's ancestral step (tested).
 
     ``clip_x0`` clips x0_hat to [-1, 1] and re-derives eps from the clipped x0_hat, so that the
     two terms describe the same point (GLIDE's choice; diffusers' ``use_clipped_model_output``).
@@ -132,13 +138,20 @@ def ddim_step(schedule: NoiseSchedule, xt: torch.Tensor, t: int, prev_t: int, ep
     the course's CPU-trained pixel models, it made 50 steps worse than 10."""
     if not -1 <= prev_t < t:
         raise ValueError(f"prev_t must satisfy -1 <= prev_t < t, got t={t}, prev_t={prev_t}.")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta}.")
+    if eta > 0 and noise is None:
+        raise ValueError("eta > 0 adds fresh noise: pass noise=torch.randn_like(xt).")
+    abar = schedule.alphas_cumprod[t].to(xt)
     x0 = schedule.predict_x0(xt, t, eps)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        abar = schedule.alphas_cumprod[t].to(xt)
         eps = (xt - abar.sqrt() * x0) / (1 - abar).sqrt()
-    abar_prev = schedule.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
-    return abar_prev.sqrt().to(xt) * x0 + (1 - abar_prev).sqrt().to(xt) * eps
+    abar_prev = (schedule.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)).to(xt)
+    if eta == 0:
+        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
+    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
 
 
 def ddim_timesteps(num_train: int, num_steps: int) -> list[int]:
@@ -165,15 +178,18 @@ def sample_ddpm(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], gene
 @torch.no_grad()
 def sample_ddim(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], num_steps: int = 50,
                 generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                clip_x0: bool = True, x: torch.Tensor | None = None, **model_kwargs) -> torch.Tensor:
-    """Deterministic DDIM sampling (eta = 0) in ``num_steps`` steps; the same starting noise
-    ``x`` always gives the same image."""
+                clip_x0: bool = True, x: torch.Tensor | None = None, eta: float = 0.0,
+                **model_kwargs) -> torch.Tensor:
+    """DDIM sampling in ``num_steps`` steps. With ``eta = 0`` (the default) it is deterministic:
+    the same starting noise ``x`` always gives the same image; ``eta > 0`` draws fresh noise at
+    every step from ``generator`` (chapter 5.9 measures what it changes)."""
     x = torch.randn(shape, generator=generator).to(device) if x is None else x.to(device)
     steps = ddim_timesteps(schedule.num_steps, num_steps)
     for i, t in enumerate(steps):
         prev_t = steps[i + 1] if i + 1 < len(steps) else -1
         eps = eps_model(x, torch.full((shape[0],), t, device=device), **model_kwargs)
-        x = ddim_step(schedule, x, t, prev_t, eps, clip_x0=clip_x0)
+        noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
+        x = ddim_step(schedule, x, t, prev_t, eps, clip_x0=clip_x0, eta=eta, noise=noise)
     return x
 
 
