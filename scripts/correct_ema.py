@@ -8,10 +8,10 @@ recipe's seed, and the EMA is linear in them, so the exact correction is
     ema_corrected = (ema - d^N init) / (1 - d^N),
 
 which is what the bias-corrected ``aigc_course.diffusion.EMA`` now ships after a retrain (the
-shipped ``ddpm_mnist`` was retrained so; the script refuses weights whose card says so). The
-script rebuilds each recipe's initial network in the recipe's own order of random draws,
-applies the correction, re-measures the card's metrics with the recipe's own functions and
-rewrites the weights and the card (``python scripts/correct_ema.py NAME --weights DIR``).
+shipped ``ddpm_mnist`` and ``txt2img_mnist`` were retrained so; the script refuses weights whose
+card says so). The script rebuilds each recipe's initial network in the recipe's own order of
+random draws, applies the correction, re-measures the card's metrics with the recipe's own
+functions and rewrites the weights and the card (``python scripts/correct_ema.py NAME --weights DIR``).
 """
 
 from __future__ import annotations

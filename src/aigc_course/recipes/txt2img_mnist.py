@@ -7,7 +7,10 @@ probability ``p_uncond`` = 0.1 the condition is replaced by the embedding of the
 so that the same network also learns the unconditional eps needed by classifier-free guidance.
 The U-Net (base 24, 0.45 M parameters) gets the embedding through its vector-conditioning path.
 
-* ``cpu`` (the shipped weights): 2,000 steps of batch 128 (4.3 epochs) on one CPU thread.
+* ``cpu`` (the shipped weights): 8,000 steps of batch 128 (17 epochs), lr 5e-4, bias-corrected
+  EMA with decay 0.9995; 50 minutes on an idle 2-core CPU (2 threads). Prompt accuracy 0.998 for
+  a training phrasing and 1.000 for the held-out one (500 samples each), against 0.874 and 0.866
+  for the earlier 2,000-step recipe.
 * ``gpu`` (not run here: no GPU was lent to this task): base 64, 40,000 steps, lr 2e-4.
 
 Metrics: the fraction of generated digits (DDIM, 50 steps, guidance 3) that the course classifier
@@ -31,7 +34,7 @@ NAME = "txt2img_mnist"
 TEXT_ENCODER = "mini_clip_mnist"
 P_UNCOND = 0.1
 RECIPES = {
-    "cpu": (UNetConfig(base=24, cond_dim=64), DiffusionRecipe(steps=2000, lr=5e-4)),
+    "cpu": (UNetConfig(base=24, cond_dim=64), DiffusionRecipe(steps=8000, lr=5e-4, ema_decay=0.9995)),
     "gpu": (UNetConfig(base=64, cond_dim=64, dropout=0.1), DiffusionRecipe(steps=40_000, lr=2e-4, warmup=1000,
                                                                           ema_decay=0.9995)),
 }
