@@ -183,3 +183,20 @@ def test_recipes_fast_round_trip(tmp_path, monkeypatch):
         assert images.shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="recipe"):
         run("txt2img_mnist", fast=True, recipe="tpu")
+
+
+@pytest.mark.parametrize("name", ["txt2img_mnist", "latent_diffusion_mnist"])
+def test_shipped_text_to_image_models_follow_prompts(name):
+    """The shipped weights obey their prompts: the course classifier recognises the prompted digit
+    in at least 29 of 30 guided DDIM-20 samples (both score 30; the cards: 0.998 and 0.974 on 500
+    DDIM-50 samples). The earlier 2,000-step pixel weights (card: 0.874) scored 27 of 30 here."""
+    from aigc_course.pretrained import load_pretrained
+    from aigc_course.text2img import load_text_to_image
+
+    pipe = load_text_to_image(name)
+    classifier, _ = load_pretrained("mnist_cnn")
+    labels = torch.arange(10).repeat(3)
+    with torch.no_grad():
+        images = pipe([prompt(int(d)) for d in labels], 3.0, 20, generator=torch.Generator().manual_seed(0))
+        accuracy = (classifier(images).argmax(-1) == labels).float().mean().item()
+    assert accuracy >= 29 / 30, accuracy
