@@ -198,5 +198,5 @@ def test_shipped_text_to_image_models_follow_prompts(name):
     labels = torch.arange(10).repeat(3)
     with torch.no_grad():
         images = pipe([prompt(int(d)) for d in labels], 3.0, 20, generator=torch.Generator().manual_seed(0))
-        accuracy = (classifier(images).argmax(-1) == labels).float().mean().item()
-    assert accuracy >= 29 / 30, accuracy
+        correct = (classifier(images).argmax(-1) == labels).sum().item()
+    assert correct >= 29, f"{name}: {correct} of 30 samples show the prompted digit"
