@@ -14,6 +14,10 @@ from the same starting noise (batch i of 50 always starts from the seed ``1000 +
 
 The course's targets: DDIM-50's FID within 10% of DDPM-1000's, and 64 DDIM-50 samples in <= 10 s.
 
+``--ddim-steps 10 20 50 100 1000`` adds deterministic DDIM through every timestep: as many network
+calls as DDPM-1000 and the same noises, so it separates the cost of skipping steps from that of
+dropping the fresh noise (the shipped results include it; it doubles the run time).
+
 Samples are cached batch by batch (``--cache``), so an interrupted run resumes where it stopped,
 and ``--workers 2`` processes (``--worker 0`` and ``--worker 1``, one thread each) can share the
 sampling; worker 0 waits for the other, then measures and writes the results.
