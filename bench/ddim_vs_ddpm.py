@@ -5,7 +5,7 @@ from the same starting noise (batch i of 50 always starts from the seed ``1000 +
 
 * sample quality: FID and KID between the samples and the 10,000 MNIST test digits, both on the
   64-d penultimate features of the course classifier ``mnist_cnn``
-  (:mod:`aigc_course.image_metrics`); as a floor, the same metrics for ``--n`` real training
+  (:mod:`aigc_course.metrics.image`); as a floor, the same metrics for ``--n`` real training
   digits (what a perfect generator would score with this many samples);
 * cost: the wall time of the whole run on one thread, and the time for 64 samples with
   ``--timing-threads`` threads (the course's target: DDIM-50 <= 10 s for 64 samples on a
@@ -100,7 +100,7 @@ def time_64(model, schedule, method: str, repeats: int = 2) -> float:
 
 def quality(f, f_ref) -> dict:
     """FID and KID (mean and std over 100 subsets of 1000) of features f against f_ref."""
-    from aigc_course.image_metrics import fid, kid
+    from aigc_course.metrics.image import fid, kid
 
     kid_mean, kid_std = kid(f, f_ref)
     return {"fid": round(fid(f, f_ref), 3), "kid": round(kid_mean, 5), "kid_std": round(kid_std, 5)}
@@ -149,7 +149,7 @@ def main() -> None:
     print("seconds per 64 samples:", per64, flush=True)
 
     # 3. quality: FID / KID on mnist_cnn features against the MNIST test digits
-    from aigc_course.image_metrics import features
+    from aigc_course.metrics.image import features
 
     x_ref, _ = image_tensors("mnist", "test", limit=args.n_ref)
     x_real, _ = image_tensors("mnist", "train", limit=args.n)

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from aigc_course.data import load_text, train_val_split
-from aigc_course.lm_data import get_batch
 from aigc_course.models import GPT, GPTConfig
-from aigc_course.tokenizers import CharTokenizer
+from aigc_course.text.batches import get_batch
+from aigc_course.text.tokenizers import CharTokenizer
 
 
 @dataclass(frozen=True)

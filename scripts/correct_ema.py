@@ -7,7 +7,7 @@ recipe's seed, and the EMA is linear in them, so the exact correction is
 
     ema_corrected = (ema - d^N init) / (1 - d^N),
 
-which is what the bias-corrected ``aigc_course.diffusion.EMA`` now ships after a retrain (the
+which is what the bias-corrected ``aigc_course.train.EMA`` now ships after a retrain (the
 shipped ``ddpm_mnist`` and ``txt2img_mnist`` were retrained so; the script refuses weights whose
 card says so). The script rebuilds each recipe's initial network in the recipe's own order of
 random draws, applies the correction, re-measures the card's metrics with the recipe's own
@@ -23,14 +23,13 @@ import torch
 
 from aigc_course.data import image_tensors
 from aigc_course.diffusion import NoiseSchedule, ScheduleConfig
-from aigc_course.models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
-from aigc_course.models.unet import UNet
+from aigc_course.diffusion.pipeline import TextToImage
+from aigc_course.models import LatentDiffusion, LatentDiffusionConfig, UNet
 from aigc_course.pretrained import load_pretrained, save_pretrained
-from aigc_course.prompts import TEMPLATES
 from aigc_course.recipes import ddpm_mnist, txt2img_mnist
-from aigc_course.recipes._diffusion import heldout_eps_loss
+from aigc_course.recipes.diffusion_training import heldout_eps_loss
 from aigc_course.runtime import set_seed
-from aigc_course.text2img import TextToImage
+from aigc_course.text.prompts import TEMPLATES
 
 
 def initial_unet(name: str, card: dict) -> dict:
@@ -55,7 +54,7 @@ def main() -> None:
     model, card = load_pretrained(args.name)
     if "ema_correction" in card or "bias-corrected" in card["recipe"].get("ema", ""):
         raise SystemExit(f"{args.name}: its EMA is already bias-corrected (corrected before, or trained with "
-                         "the bias-corrected diffusion.EMA); nothing to do.")
+                         "the bias-corrected aigc_course.train.EMA); nothing to do.")
     unet = model.unet if hasattr(model, "unet") else model
     d, n = card["recipe"]["ema_decay"], card["recipe"]["steps"]
     init = initial_unet(args.name, card)

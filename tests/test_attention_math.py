@@ -1,4 +1,4 @@
-"""Tests for aigc_course.attention_math (chapters 4.1 and 4.2)."""
+"""Tests for aigc_course.maths.attention (chapters 4.1 and 4.2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aigc_course.attention_math import (
+from aigc_course.maths.attention import (
     attention_flops,
     causal_mask,
     loglog_slope,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from aigc_course.models.baselines import PixelGaussian, PixelGaussianConfig
+from aigc_course.models import PixelGaussian, PixelGaussianConfig
 
 
 def toy_data(n=200, seed=0):

@@ -1,10 +1,15 @@
-"""Tests of the byte-level BPE tokenizer (aigc_course.bpe), incl. a cross-check with HF tokenizers."""
+"""Tests of the byte-level BPE tokenizer (aigc_course.text.bpe), incl. a cross-check with HF tokenizers."""
 
 import pytest
 from data_marks import needs_data
 
-from aigc_course.bpe import BPETokenizer, bytes_to_unicode, hf_reference_tokenizer, word_tokenize
-from aigc_course.tokenizers import load_tokenizer_file
+from aigc_course.text.bpe import (
+    BPETokenizer,
+    bytes_to_unicode,
+    hf_reference_tokenizer,
+    word_tokenize,
+)
+from aigc_course.text.tokenizers import load_tokenizer_file
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from data_marks import needs_data
 
-from aigc_course.captions import (
+from aigc_course.models import Captioner, CaptionerConfig, build_model
+from aigc_course.models.captioner import EOS, PAD, attend
+from aigc_course.text.captions import (
     TEMPLATES,
     AttributeBins,
     all_phrasings,
@@ -23,10 +25,8 @@ from aigc_course.captions import (
     measure_attributes,
     parse_caption,
 )
-from aigc_course.models import build_model
-from aigc_course.models.captioner import EOS, PAD, Captioner, CaptionerConfig, attend
-from aigc_course.tokenizers import load_tokenizer_file
-from aigc_course.translation import Vocab
+from aigc_course.text.tokenizers import load_tokenizer_file
+from aigc_course.text.vocab import Vocab
 
 
 def stroke(width: int, shear: float = 0.0) -> torch.Tensor:

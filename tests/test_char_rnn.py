@@ -6,8 +6,8 @@ import pytest
 import torch
 from data_marks import needs_data
 
-from aigc_course.models import build_model
-from aigc_course.models.char_rnn import CharRNN, CharRNNConfig, streaming_loss
+from aigc_course.models import CharRNN, CharRNNConfig, build_model
+from aigc_course.models.char_rnn import streaming_loss
 
 CELLS = ["rnn", "gru", "lstm"]
 

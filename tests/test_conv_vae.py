@@ -1,4 +1,4 @@
-"""Tests for aigc_course.models.conv_vae, aigc_course.vae_math and the conv_vae_mnist recipe."""
+"""Tests for aigc_course.models.conv_vae, aigc_course.maths.vae and the conv_vae_mnist recipe."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from aigc_course.models import build_model
-from aigc_course.models.conv_vae import ConvVAE, ConvVAEConfig, binarize, gaussian_kl
-from aigc_course.vae_math import LinearGaussian, gaussian_kl_full
+from aigc_course.maths.vae import LinearGaussian, gaussian_kl_full
+from aigc_course.models import ConvVAE, ConvVAEConfig, build_model, gaussian_kl
+from aigc_course.models.conv_vae import binarize
 
 
 def _model(seed: int = 0, **kw) -> ConvVAE:

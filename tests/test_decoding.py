@@ -1,4 +1,4 @@
-"""Decoding strategies (aigc_course.decoding) and the decoding playground (static mode)."""
+"""Decoding strategies (aigc_course.text.decoding) and the decoding playground (static mode)."""
 
 import matplotlib
 
@@ -8,11 +8,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from aigc_course import decoding as dec  # noqa: E402
 from aigc_course.models import GPT, GPTConfig  # noqa: E402
-from aigc_course.models.gpt import filter_logits  # noqa: E402
-from aigc_course.playground import decoding_playground, next_token_distribution  # noqa: E402
-from aigc_course.tokenizers import CharTokenizer  # noqa: E402
+from aigc_course.studies.decoding_playground import decoding_playground, next_token_distribution  # noqa: E402
+from aigc_course.text import decoding as dec  # noqa: E402
+from aigc_course.text.decoding import filter_logits  # noqa: E402
+from aigc_course.text.tokenizers import CharTokenizer  # noqa: E402
 
 V = 12
 

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from aigc_course.diffusion import NoiseSchedule, ScheduleConfig, sample_ddim, sample_ddpm  # noqa: E402
-from aigc_course.diffusion_viz import (  # noqa: E402
+from aigc_course.studies.diffusion_internals import (  # noqa: E402
     Trajectory,
     ddim_trajectory,
     ddpm_trajectory,

@@ -1,4 +1,4 @@
-"""Tests of aigc_course.feedback (chapter 2.5, transfer learning and learning from feedback)."""
+"""Tests of aigc_course.concepts.feedback (chapter 2.5, transfer learning and learning from feedback)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aigc_course.feedback import (
+from aigc_course.concepts.feedback import (
     RewardConfig,
     RewardModel,
     bradley_terry_loss,

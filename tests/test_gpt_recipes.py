@@ -9,7 +9,9 @@ from safetensors import safe_open
 
 from aigc_course.data.text import Poem
 from aigc_course.models import GPT, GPTConfig
-from aigc_course.poems import (
+from aigc_course.pretrained import load_pretrained, load_tokenizer, save_pretrained
+from aigc_course.recipes import run
+from aigc_course.text.poems import (
     UNK,
     acrostic,
     build_tokenizer,
@@ -19,8 +21,6 @@ from aigc_course.poems import (
     split_poems,
     write_poems,
 )
-from aigc_course.pretrained import load_pretrained, load_tokenizer, save_pretrained
-from aigc_course.recipes import run
 
 
 def test_tied_weights_are_stored_once_and_reattached(tmp_path, monkeypatch):

@@ -7,13 +7,11 @@ import math
 import pytest
 import torch
 
-from aigc_course import guidance_study as gs
 from aigc_course.diffusion import NoiseSchedule, ScheduleConfig
-from aigc_course.models.cnn import CNNClassifier, CNNConfig
-from aigc_course.models.mini_clip import MiniCLIP, MiniCLIPConfig
-from aigc_course.models.unet import UNet, UNetConfig
-from aigc_course.prompts import build_vocab
-from aigc_course.text2img import TextToImage
+from aigc_course.diffusion.pipeline import TextToImage
+from aigc_course.models import CNNClassifier, CNNConfig, MiniCLIP, MiniCLIPConfig, UNet, UNetConfig
+from aigc_course.studies import guidance as gs
+from aigc_course.text.prompts import build_vocab
 
 
 def tiny_pipe() -> TextToImage:

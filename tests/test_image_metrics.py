@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_course import image_metrics as im
+from aigc_course.metrics import image as im
 from aigc_course.models import CNNClassifier
 
 

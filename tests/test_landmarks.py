@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from aigc_course.landmarks import (  # noqa: E402
+from aigc_course.concepts.landmarks import (  # noqa: E402
     KINDS,
     compute_figure,
     fit_doubling_time,

@@ -1,4 +1,4 @@
-"""Tests for aigc_course.lm_data: language-model windows and the held-out loss estimate."""
+"""Tests for aigc_course.text.batches: language-model windows and the held-out loss estimate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from aigc_course.lm_data import batch_fn, estimate_loss, get_batch
 from aigc_course.models import GPT, GPTConfig
+from aigc_course.text.batches import batch_fn, estimate_loss, get_batch
 
 DATA = torch.arange(100)  # ids equal to positions: easy to check windows
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aigc_course.masking import IGNORE_INDEX
-from aigc_course.models import build_model
+from aigc_course.models import MaskedLM, MaskedLMConfig, build_model
 from aigc_course.models.gpt import Block
-from aigc_course.models.masked_lm import MaskedLM, MaskedLMConfig, bert_mask_tokens, masked_accuracy
+from aigc_course.models.masked_lm import bert_mask_tokens, masked_accuracy
+from aigc_course.text.masking import IGNORE_INDEX
 
 V, T = 20, 8  # ids 0..17 are words, 18 = [PAD], 19 = [MASK]
 

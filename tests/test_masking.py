@@ -1,17 +1,12 @@
-"""Tests for aigc_course.masking (language-model batches and masked-token corruption)."""
+"""Tests for aigc_course.text.masking (language-model batches and masked-token corruption)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from aigc_course.masking import (
-    IGNORE_INDEX,
-    mask_tokens,
-    masked_lm_batch,
-    next_token_batch,
-    random_windows,
-)
+from aigc_course.text.batches import get_batch, random_windows
+from aigc_course.text.masking import IGNORE_INDEX, mask_tokens, masked_lm_batch
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -85,7 +80,7 @@ def test_random_windows_bad_input_raises():
 
 
 def test_next_token_batch_shifts_by_one():
-    x, y = next_token_batch(torch.arange(50), block_size=8, batch_size=3, generator=_gen())
+    x, y = get_batch(torch.arange(50), block_size=8, batch_size=3, generator=_gen())
     assert x.shape == y.shape == (3, 8)
     assert torch.equal(y, x + 1)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aigc_course.memorization import (
+from aigc_course.metrics.memorization import (
     NgramIndex,
     covered_fraction,
     covered_mask,

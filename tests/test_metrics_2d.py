@@ -1,4 +1,4 @@
-"""Tests for the sample-quality metrics of notebook 2.3 (aigc_course.metrics_2d)."""
+"""Tests for the sample-quality metrics of notebook 2.3 (aigc_course.metrics.toy2d)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from aigc_course.metrics_2d import eight_gaussian_centres, kde_nll, mmd_rbf, mode_stats
+from aigc_course.metrics.toy2d import eight_gaussian_centres, kde_nll, mmd_rbf, mode_stats
 
 
 def gauss(n, shift=0.0, seed=0):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from aigc_course import set_seed
 from aigc_course.models import GPT, MLP, CNNClassifier, CNNConfig, GPTConfig, MLPConfig, build_model
-from aigc_course.models.gpt import filter_logits
+from aigc_course.text.decoding import filter_logits
 from aigc_course.train import TrainConfig, fit
 
 
@@ -63,6 +63,25 @@ def test_gpt_is_causal_and_encoder_is_not():
     assert not torch.allclose(enc(idx)[:, :8], enc(changed)[:, :8])
     with pytest.raises(RuntimeError, match="causal"):
         enc.generate(idx, 2)
+
+
+@pytest.mark.parametrize("kind", ["all_true", "padding", "additive"])
+def test_causal_gpt_stays_causal_with_an_attention_mask(kind):
+    """A mask given to a causal GPT restricts attention further and never lifts the causal one."""
+    set_seed(0)
+    idx = torch.randint(0, 30, (2, 12))
+    changed = idx.clone()
+    changed[:, 8] = (idx[:, 8] + 1) % 30
+    model = GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=32)).eval()
+    keys = torch.ones(2, 1, 1, 12, dtype=torch.bool)  # (B, nh, T_q, T_k) broadcast: key j visible
+    if kind == "padding":
+        keys[1, ..., 10:] = False  # the second sequence has two padding tokens at the end
+    mask = keys if kind != "additive" else torch.zeros(2, 1, 1, 12).masked_fill(~keys, float("-inf"))
+    a, b = model(idx, attn_mask=mask), model(changed, attn_mask=mask)
+    torch.testing.assert_close(a[:, :8], b[:, :8])  # positions before 8 cannot see token 8
+    assert not torch.allclose(a[:, 8:10], b[:, 8:10])
+    if kind == "all_true":  # a mask that hides nothing changes nothing
+        torch.testing.assert_close(a, model(idx), rtol=1e-5, atol=1e-6)
 
 
 def test_attention_matches_manual_formula():

@@ -56,7 +56,7 @@ def test_unknown_and_corrupt_weights(tmp_path, monkeypatch):
 @needs_data
 def test_retrain_command_writes_a_loadable_card(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path))
-    from aigc_course.recipes import main
+    from aigc_course.cli import main
 
     main(["mnist_cnn", "--fast"])
     card = json.loads((tmp_path / "weights" / "mnist_cnn.json").read_text())
@@ -73,7 +73,7 @@ def test_text_model_saves_its_tokenizer(tmp_path, monkeypatch):
 
     from aigc_course.models import GPT, GPTConfig
     from aigc_course.pretrained import load_tokenizer, save_pretrained
-    from aigc_course.tokenizers import CharTokenizer
+    from aigc_course.text.tokenizers import CharTokenizer
 
     monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path))
     tok = CharTokenizer.from_text("to be or not to be")

@@ -1,11 +1,11 @@
-"""The card parts every recipe shares (``aigc_course.recipes._card``) and the recipe registry."""
+"""The card parts every recipe shares (``aigc_course.recipes.cards``) and the recipe registry."""
 
 import importlib
 
 import pytest
 
 from aigc_course.recipes import RECIPES
-from aigc_course.recipes._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
 
 
 def test_train_command_names_recipe_seed_and_fast_only_when_not_default():

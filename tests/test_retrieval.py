@@ -1,4 +1,4 @@
-"""Tests for aigc_course.retrieval (notebook 2.6, knowledge graphs and retrieval)."""
+"""Tests for aigc_course.concepts.retrieval (notebook 2.6, knowledge graphs and retrieval)."""
 
 import math
 
@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_course.retrieval import (
-    TfidfRetriever,
-    TripleStore,
-    circular_layout,
-    draw_graph,
-    layered_layout,
-    recall_at_k,
-    spring_layout,
-    tokenize,
-)
+from aigc_course.concepts.graphs import circular_layout, draw_graph, layered_layout, spring_layout
+from aigc_course.concepts.retrieval import TfidfRetriever, TripleStore, recall_at_k, tokenize
 
 FACTS = [
     ("GPT-3", "is_a", "language model"),

@@ -1,4 +1,4 @@
-"""An offline, tiny, randomly initialised Stable Diffusion pipeline (aigc_course.tiny_sd, chapter 3.8).
+"""An offline, tiny, randomly initialised Stable Diffusion pipeline (aigc_course.diffusion.tiny_sd, chapter 3.8).
 
 It checks that the diffusers + transformers stack the book describes can be assembled from
 configs alone (no download): CLIP text encoder -> U-Net denoising a latent -> VAE decoder.
@@ -10,8 +10,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 diffusers = pytest.importorskip("diffusers")
 
-from aigc_course.tiny_sd import tiny_clip_tokenizer as tiny_tokenizer  # noqa: E402
-from aigc_course.tiny_sd import tiny_stable_diffusion as tiny_pipeline  # noqa: E402
+from aigc_course.diffusion.tiny_sd import tiny_clip_tokenizer as tiny_tokenizer  # noqa: E402
+from aigc_course.diffusion.tiny_sd import tiny_stable_diffusion as tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture

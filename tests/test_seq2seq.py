@@ -9,21 +9,11 @@ import pytest
 import torch
 from data_marks import needs_data
 
-from aigc_course.models import build_model
-from aigc_course.models.seq2seq import EOS, AdditiveAttention, Seq2Seq, Seq2SeqConfig
-from aigc_course.tokenizers import load_tokenizer_file, save_json
-from aigc_course.translation import (
-    BOS,
-    PAD,
-    UNK,
-    Vocab,
-    batch_fn,
-    collate,
-    split_pairs,
-    tokenize_en,
-    tokenize_zh,
-    zh_script,
-)
+from aigc_course.models import Seq2Seq, Seq2SeqConfig, build_model
+from aigc_course.models.seq2seq import EOS, AdditiveAttention
+from aigc_course.text.tokenizers import load_tokenizer_file, save_json
+from aigc_course.text.translation import batch_fn, collate, split_pairs, zh_script
+from aigc_course.text.vocab import BOS, PAD, UNK, Vocab, tokenize_en, tokenize_zh
 
 
 def tiny(bidirectional=True, n_layer=1, dropout=0.0, V=12):

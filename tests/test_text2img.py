@@ -6,11 +6,17 @@ import pytest
 import torch
 from data_marks import needs_data
 
-from aigc_course.diffusion import EMA, NoiseSchedule, ScheduleConfig
-from aigc_course.models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
-from aigc_course.models.mini_clip import MiniCLIP, MiniCLIPConfig
-from aigc_course.models.unet import UNet, UNetConfig
-from aigc_course.prompts import (
+from aigc_course.diffusion import NoiseSchedule, ScheduleConfig
+from aigc_course.diffusion.pipeline import TextToImage
+from aigc_course.models import (
+    LatentDiffusion,
+    LatentDiffusionConfig,
+    MiniCLIP,
+    MiniCLIPConfig,
+    UNet,
+    UNetConfig,
+)
+from aigc_course.text.prompts import (
     DIGIT_WORDS,
     TEMPLATES,
     TRAIN_TEMPLATES,
@@ -20,8 +26,8 @@ from aigc_course.prompts import (
     prompt,
     random_prompts,
 )
-from aigc_course.text2img import TextToImage
-from aigc_course.translation import EOS, PAD
+from aigc_course.text.vocab import EOS, PAD
+from aigc_course.train import EMA
 
 
 def tiny_clip(vocab) -> MiniCLIP:
@@ -170,8 +176,8 @@ def test_pipeline_with_a_latent_decoder():
 @needs_data
 def test_recipes_fast_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path))
+    from aigc_course.diffusion.pipeline import load_text_to_image
     from aigc_course.recipes import run
-    from aigc_course.text2img import load_text_to_image
 
     clip_card = run("mini_clip_mnist", fast=True)  # the cache copy wins over the shipped one
     assert 0 <= clip_card["metrics"]["zero_shot_accuracy"] <= 1
@@ -190,9 +196,9 @@ def test_shipped_text_to_image_models_follow_prompts(name):
     """The shipped weights obey their prompts: the course classifier recognises the prompted digit
     in at least 29 of 30 guided DDIM-20 samples (measured: 30 for pixels, 29 for latents; the cards:
     0.998 and 0.974 on 500 DDIM-50 samples). The earlier 2,000-step pixel weights scored 27."""
+    from aigc_course.diffusion.pipeline import load_text_to_image
     from aigc_course.pretrained import load_pretrained
     from aigc_course.recipes.txt2img_mnist import prompt_accuracy
-    from aigc_course.text2img import load_text_to_image
 
     classifier, _ = load_pretrained("mnist_cnn")
     accuracy = prompt_accuracy(load_text_to_image(name), classifier, "a handwritten {w}", per_digit=3, num_steps=20)

@@ -1,4 +1,4 @@
-"""Tests of aigc_course.text_metrics against sacrebleu, rouge-score and F.cross_entropy."""
+"""Tests of aigc_course.metrics.text against sacrebleu, rouge-score and F.cross_entropy."""
 
 import math
 import random
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
 
-from aigc_course.text_metrics import (
+from aigc_course.metrics.text import (
     bits_per_char,
     corpus_bleu,
     lcs_length,

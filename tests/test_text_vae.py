@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aigc_course.models import build_model
-from aigc_course.models.text_vae import (
-    TextVAE,
-    TextVAEConfig,
-    active_units,
-    gaussian_kl,
-    kl_weight,
-)
+from aigc_course.models import TextVAE, TextVAEConfig, active_units, build_model, gaussian_kl
+from aigc_course.models.text_vae import kl_weight
 
 V = 12  # 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK], 4..11 words
 

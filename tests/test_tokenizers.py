@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aigc_course.tokenizers import CharTokenizer
+from aigc_course.text.tokenizers import CharTokenizer
 
 
 def test_round_trip_and_stable_vocabulary(tmp_path):

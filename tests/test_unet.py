@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from aigc_course.diffusion import NoiseSchedule, eps_loss
-from aigc_course.models import build_model
-from aigc_course.models.unet import UNet, UNetConfig, guided_eps, timestep_embedding
+from aigc_course.diffusion import NoiseSchedule, eps_loss, guided_eps
+from aigc_course.models import UNet, UNetConfig, build_model, timestep_embedding
 
 
 def small(**kw):

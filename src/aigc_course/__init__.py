@@ -11,7 +11,16 @@ Modules: ``runtime`` (mode, device, seed), ``data`` (datasets by name), ``tokeni
 ``widgets``, ``models`` (one family per file).
 """
 
-from .runtime import autocast, get_device, in_book_build, is_fast, is_quiet, pick, set_seed, setup
+from aigc_course.runtime import (
+    autocast,
+    get_device,
+    in_book_build,
+    is_fast,
+    is_quiet,
+    pick,
+    set_seed,
+    setup,
+)
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save_tensors, load_tensors
-from .data.download import cache_dir
+from aigc_course.checkpoint import CheckpointError, atomic_save_tensors, load_tensors
+from aigc_course.data.download import cache_dir
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 
@@ -57,7 +57,7 @@ def load_card(name: str) -> dict:
 
 def load_pretrained(name: str, device: str | torch.device | None = None):
     """Build the model described by the card of ``name``, load its weights; return (model, card)."""
-    from .models import build_model
+    from aigc_course.models import build_model
 
     weights, card_path = find_weights(name)
     card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -85,7 +85,7 @@ def load_tokenizer(name: str, which: str | None = None):
     A translation model has two (``which="src"`` and ``which="tgt"``: files
     ``<name>.src.tokenizer.json`` and ``<name>.tgt.tokenizer.json``).
     """
-    from .tokenizers import load_tokenizer_file
+    from aigc_course.text.tokenizers import load_tokenizer_file
 
     weights, _ = find_weights(name)
     stem = name if which is None else f"{name}.{which}"
@@ -113,7 +113,7 @@ def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str 
             seen[ident], state[key] = key, t
     meta = {"name": name, "tied": json.dumps(tied)}
     path = atomic_save_tensors(state, out / f"{name}.safetensors", metadata=meta)
-    from .tokenizers import save_json
+    from aigc_course.text.tokenizers import save_json
 
     tokenizers = tokenizer if isinstance(tokenizer, dict) else {None: tokenizer}
     for which, tok in tokenizers.items():  # {"src": ..., "tgt": ...} for a translation model

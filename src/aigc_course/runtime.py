@@ -65,6 +65,27 @@ def set_seed(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def randn(shape, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``, drawn on the generator's own device.
+
+    ``torch.randn(..., generator=g, device=d)`` fails when g and d differ (a CPU generator and
+    a CUDA model, or the reverse), so the draw happens where the generator lives and the result
+    is moved. A seeded CPU generator therefore gives the same noise whatever the model's device.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where).to(device)
+
+
+def randint(high: int, shape, generator: torch.Generator | None = None,
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Integers uniform in [0, high) of ``shape`` on ``device``, drawn on the generator's device
+    (as :func:`randn`)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    where = generator.device if generator is not None else device
+    return torch.randint(0, high, tuple(shape), generator=generator, device=where).to(device)
+
+
 def autocast(device: torch.device | str):
     """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere.
 
@@ -101,7 +122,7 @@ def setup(seed: int = 0, style: bool = True) -> Setup:
     """The one call of a notebook's setup cell: seed, device, mode and the plotting style."""
     set_seed(seed)
     if style:
-        from .plotting import use_style
+        from aigc_course.plotting import use_style
 
         use_style()
     return Setup(device=get_device(), fast=is_fast(), seed=seed)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 
-from .runtime import in_book_build
+from aigc_course.runtime import in_book_build
 
 
 def static_panels(draw: Callable, name: str, values: Sequence, fixed: dict | None = None,

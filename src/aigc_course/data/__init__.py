@@ -1,4 +1,9 @@
-"""Data layer of the course: datasets by name, verified downloads, tensors ready to train on."""
+"""Data layer of the course: datasets by name, verified downloads, tensors ready to train on.
+
+Taught in book/setup.md (section Data) and used from chapter 1.2 on: MNIST and Fashion-MNIST
+(``images``), tinyshakespeare, the Tang poems and the English-Chinese pairs (``text``), the 2D toy
+sets of chapters 2.1 and 2.3 (``toy``); ``registry`` names every file with its URL and SHA-256.
+"""
 
 from .download import (
     ChecksumError,

@@ -1,17 +1,38 @@
-"""The course's reference models, one family per file.
+"""The course's reference models, one family per file, and the parts two families share.
 
+Each file names the chapter that teaches it: the MLP and CNN of chapter 2.1, the four toy
+families of 2.3, GPT from 2.4 on, the RNN, seq2seq, GAN, VAE and U-Net of part 3, and the
+models of the part 5 projects (masked LM, text VAE, captioner, mini-CLIP, latent diffusion).
+
+Every notebook imports models one way: ``from aigc_course.models import GPT, GPTConfig``.
 ``build_model(arch, config_dict)`` rebuilds a model from a weights card (see ``pretrained.py``).
+Models never import the training loop (:mod:`aigc_course.train`): they define losses and
+sampling, and the loop trains whatever has a loss.
+
+Shared parts: :mod:`~aigc_course.models.embeddings` (the sinusoidal timestep embedding) and
+:mod:`~aigc_course.models.gaussian` (reparameterisation, the Gaussian KL, active units).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .baselines import PixelGaussian, PixelGaussianConfig
-from .cnn import CNNClassifier, CNNConfig
-from .gpt import GPT, GPTConfig
-from .mlp import MLP, MLPConfig
-from .toy2d import (
+from aigc_course.models.baselines import PixelGaussian, PixelGaussianConfig
+from aigc_course.models.captioner import Captioner, CaptionerConfig
+from aigc_course.models.char_rnn import CharRNN, CharRNNConfig
+from aigc_course.models.cnn import CNNClassifier, CNNConfig
+from aigc_course.models.conv_vae import ConvVAE, ConvVAEConfig
+from aigc_course.models.embeddings import timestep_embedding
+from aigc_course.models.gan import DCGAN, GAN, MLPGAN, DCGANConfig, MinibatchStdDev, MLPGANConfig
+from aigc_course.models.gaussian import active_units, gaussian_kl, reparameterize
+from aigc_course.models.gpt import GPT, GPTConfig
+from aigc_course.models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
+from aigc_course.models.masked_lm import MaskedLM, MaskedLMConfig
+from aigc_course.models.mini_clip import MiniCLIP, MiniCLIPConfig
+from aigc_course.models.mlp import MLP, MLPConfig
+from aigc_course.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from aigc_course.models.text_vae import TextVAE, TextVAEConfig
+from aigc_course.models.toy2d import (
     ToyARConfig,
     ToyAutoregressive,
     ToyDiffusion,
@@ -21,9 +42,9 @@ from .toy2d import (
     ToyVAE,
     ToyVAEConfig,
 )
+from aigc_course.models.unet import UNet, UNetConfig
 
 # Architecture name (as written in a weights card) -> "module:ModelClass:ConfigClass".
-# Imported lazily, so that a card names its model without importing every family.
 ARCHS = {
     "mlp": "aigc_course.models.mlp:MLP:MLPConfig",
     "cnn_classifier": "aigc_course.models.cnn:CNNClassifier:CNNConfig",
@@ -63,7 +84,12 @@ def build_model(arch: str, config: dict):
 
 
 __all__ = [
-    "ARCHS", "build_model", "resolve_arch", "CNNClassifier", "CNNConfig", "GPT", "GPTConfig", "MLP", "MLPConfig",
-    "PixelGaussian", "PixelGaussianConfig", "ToyARConfig", "ToyAutoregressive", "ToyDiffusion",
-    "ToyDiffusionConfig", "ToyGAN", "ToyGANConfig", "ToyVAE", "ToyVAEConfig",
+    "ARCHS", "build_model", "resolve_arch",
+    "CNNClassifier", "CNNConfig", "Captioner", "CaptionerConfig", "CharRNN", "CharRNNConfig", "ConvVAE",
+    "ConvVAEConfig", "DCGAN", "DCGANConfig", "GAN", "GPT", "GPTConfig", "LatentDiffusion", "LatentDiffusionConfig",
+    "MLP", "MLPConfig", "MLPGAN", "MLPGANConfig", "MaskedLM", "MaskedLMConfig", "MiniCLIP", "MiniCLIPConfig",
+    "MinibatchStdDev", "PixelGaussian", "PixelGaussianConfig", "Seq2Seq", "Seq2SeqConfig", "TextVAE",
+    "TextVAEConfig", "ToyARConfig", "ToyAutoregressive", "ToyDiffusion", "ToyDiffusionConfig", "ToyGAN",
+    "ToyGANConfig", "ToyVAE", "ToyVAEConfig", "UNet", "UNetConfig", "active_units", "gaussian_kl",
+    "reparameterize", "timestep_embedding",
 ]

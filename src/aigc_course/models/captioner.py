@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PAD, BOS, EOS = 0, 1, 2  # the ids of aigc_course.translation.Vocab
+PAD, BOS, EOS = 0, 1, 2  # the ids of aigc_course.text.vocab.Vocab
 
 
 @dataclass

@@ -18,7 +18,7 @@ chapter 3.1 writes the cell equations by hand and checks them against these).
 API (the same shape as :class:`aigc_course.models.GPT` where it can be):
 
 * ``model(idx)`` -> logits (B, T, V); ``model(idx, targets)`` -> (logits, mean cross-entropy),
-  so :func:`aigc_course.lm_data.estimate_loss` and :func:`aigc_course.train.fit` work unchanged;
+  so :func:`aigc_course.text.batches.estimate_loss` and :func:`aigc_course.train.fit` work unchanged;
 * ``model.forward_state(idx, state)`` -> (logits, new_state): continue from a hidden state (for
   truncated backpropagation through time and for generation);
 * ``model.hidden_states(idx)`` -> (B, T, hidden): the top layer's h_t at every step;
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gpt import filter_logits
+from aigc_course.text.decoding import filter_logits
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .text_vae import active_units, gaussian_kl
+from aigc_course.models.gaussian import active_units, gaussian_kl, reparameterize
+from aigc_course.runtime import randn
 
 __all__ = ["ConvVAE", "ConvVAEConfig", "binarize", "active_units", "gaussian_kl"]
 
@@ -58,11 +59,6 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise ValueError("binarize expects intensities in [0, 1]: load with image_tensors(..., scale='[0, 1]').")
     return torch.bernoulli(x, generator=generator)
-
-
-def _randn(shape, generator, device) -> torch.Tensor:
-    # draw on the generator's device (CPU by default) so a seed gives the same numbers everywhere
-    return torch.randn(shape, generator=generator).to(device)
 
 
 class ConvVAE(nn.Module):
@@ -106,13 +102,7 @@ class ConvVAE(nn.Module):
         return mu, logvar
 
     # 2. sample z ---------------------------------------------------------------------------------
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        # z = mu + sigma * eps: the noise is an input, so gradients reach mu and logvar.
-        if eps is None:
-            eps = _randn(mu.shape, generator, mu.device)
-        return mu + torch.exp(0.5 * logvar) * eps
+    reparameterize = staticmethod(reparameterize)  # z = mu + sigma * eps (models/gaussian.py)
 
     # 3. decode -----------------------------------------------------------------------------------
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -154,8 +144,8 @@ class ConvVAE(nn.Module):
             raise ValueError(f"k must be >= 1, got {k}.")
         mu, logvar = self.encode(x)
         B, L = mu.shape
-        eps = _randn((k, B, L), generator, mu.device)
-        z = mu + torch.exp(0.5 * logvar) * eps  # (K, B, L)
+        eps = randn((k, B, L), generator, mu.device)
+        z = reparameterize(mu, logvar, eps)  # (K, B, L): K samples per image
         logits = self.decode_logits(z.reshape(k * B, L))  # (K*B, 1, 28, 28)
         target = x.unsqueeze(0).expand(k, *x.shape).reshape(k * B, *x.shape[1:])
         log_px_z = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
@@ -172,7 +162,7 @@ class ConvVAE(nn.Module):
         """z ~ N(0, temperature^2 I), then the mean image E[x|z] (or x ~ p(x|z) with ``binary``)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}.")
-        z = temperature * _randn((n, self.config.latent_dim), generator, self.device)
+        z = temperature * randn((n, self.config.latent_dim), generator, self.device)
         probs = self.decode(z)
         if binary:
             return torch.bernoulli(probs.cpu(), generator=generator).to(probs.device)

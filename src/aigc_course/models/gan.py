@@ -1,4 +1,4 @@
-"""Generative adversarial networks for images: an MLP GAN, a DCGAN for 28x28, and their loop.
+"""Generative adversarial networks: the two losses, an MLP GAN and a DCGAN for 28x28.
 
 Taught in part 3, "The GAN training loop" (notebook 3.5), and part 5, "MNIST GAN and DCGAN"
 (notebook 5.7); the theory behind the losses is in part 4, "GAN theory" (notebook 4.3).
@@ -20,18 +20,13 @@ how varied a whole batch is, so a generator that emits near-identical samples is
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..runtime import is_quiet
-from ..train import History
-from .toy2d import _randn
+from aigc_course.runtime import randn
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -101,7 +96,7 @@ class GAN(nn.Module):
         """Latent codes z ~ N(0, I): (n, latent_dim), on the model's device."""
         if n < 1:
             raise ValueError(f"n must be positive, got {n}.")
-        return _randn((n, self.config.latent_dim), generator, _device(self))
+        return randn((n, self.config.latent_dim), generator, _device(self))
 
     def d_loss(self, x_real: torch.Tensor) -> torch.Tensor:
         """Discriminator loss on a real batch and as many fresh fakes (detached: D's step leaves G alone)."""
@@ -213,66 +208,5 @@ def _dcgan_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-# 6. The training loop: two optimisers, alternating steps -----------------------------------------
-
-
-def train_gan(model: nn.Module, data, steps: int = 1000, batch_size: int = 64, lr: float = 2e-4,
-              lr_d: float | None = None, betas=(0.5, 0.999), d_steps: int = 1, seed: int = 0,
-              progress: bool | None = None, desc: str = "gan",
-              on_step: Callable[[int], None] | None = None) -> tuple[History, History]:
-    """Alternate discriminator and generator updates; returns the (D, G) loss histories.
-
-    Works for any model with ``generator``, ``discriminator``, ``d_loss(x_real)`` and ``g_loss(n)``
-    (this file's GANs and ``toy2d.ToyGAN``). ``data`` is a tensor (N, ...) sampled in seeded
-    mini-batches (the indices use their own generator; z uses the global seed), or a function
-    ``step -> batch``. ``lr_d`` defaults to ``lr``; Adam's beta1 = 0.5 follows DCGAN.
-    """
-    if steps <= 0 or batch_size <= 0 or d_steps <= 0:
-        raise ValueError(f"steps, batch_size and d_steps must be positive, got {steps}, {batch_size}, {d_steps}.")
-    device = _device(model)
-    g = torch.Generator().manual_seed(seed)
-    if torch.is_tensor(data):
-        data = data.to(device)
-
-        def get_batch(step):
-            return data[torch.randint(0, len(data), (batch_size,), generator=g).to(device)]
-    elif callable(data):
-        get_batch = data
-    else:
-        raise ValueError(f"data must be a tensor (N, ...) or a function step -> batch, got {type(data).__name__}.")
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr if lr_d is None else lr_d, betas=betas)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
-    hist_d, hist_g = History(), History()
-    quiet = is_quiet() if progress is None else not progress
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(range(steps), desc=desc, disable=quiet, leave=False)
-    for step in bar:
-        # 1. k discriminator steps: real batch vs detached fakes, only opt_d steps
-        for _ in range(d_steps):
-            loss_d = model.d_loss(get_batch(step).to(device))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        # 2. one generator step through D; D's gradients from it are cleared before D's next step
-        loss_g = model.g_loss(batch_size)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-            raise FloatingPointError(f"GAN losses diverged at step {step}: lower the learning rate.")
-        for h, v in ((hist_d, loss_d), (hist_g, loss_g)):
-            h.steps.append(step)
-            h.loss.append(v.item())
-        if on_step is not None:
-            on_step(step)
-        if not quiet and step % 20 == 0:
-            bar.set_postfix(d=f"{hist_d.smoothed(20)[-1]:.3f}", g=f"{hist_g.smoothed(20)[-1]:.3f}")
-    bar.close()
-    model.eval()
-    hist_d.seconds = hist_g.seconds = time.perf_counter() - t0
-    return hist_d, hist_g
-
-
 __all__ = ["d_loss_from_logits", "g_loss_from_logits", "MinibatchStdDev", "GAN", "MLPGANConfig", "MLPGAN",
-           "DCGANConfig", "DCGAN", "train_gan"]
+           "DCGANConfig", "DCGAN"]

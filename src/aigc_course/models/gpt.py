@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_course.text.decoding import filter_logits
+
 
 @dataclass
 class GPTConfig:
@@ -40,6 +42,15 @@ class GPTConfig:
         return cls(vocab_size, block_size, n_layer=4, n_head=4, n_embd=128)
 
 
+def combine_with_causal(attn_mask: torch.Tensor, T: int) -> torch.Tensor:
+    """``attn_mask`` (broadcastable to (B, nh, T, T); boolean True = may attend, or additive
+    floats) restricted to the causal pattern: position i sees positions j <= i only."""
+    causal = torch.ones(T, T, dtype=torch.bool, device=attn_mask.device).tril()  # (T, T)
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & causal
+    return attn_mask.masked_fill(~causal, float("-inf"))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -55,6 +66,9 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs): each head attends in its own subspace of size hs = C / nh
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if self.causal and attn_mask is not None:
+            # a given mask (e.g. padding) restricts attention further; it never lifts the causal one
+            attn_mask = combine_with_causal(attn_mask, T)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None,
             dropout_p=self.dropout if self.training else 0.0,
@@ -183,19 +197,3 @@ class GPT(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.config)
-
-
-def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k and outside the top-p nucleus (last dim)."""
-    if top_k is not None:
-        k = min(top_k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = F.softmax(sorted_logits, dim=-1).cumsum(-1)
-        # drop a token when the tokens before it already reach top_p (the first is always kept)
-        drop_sorted = (cum - F.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import UNet, UNetConfig
+from aigc_course.models.gaussian import gaussian_kl, reparameterize
+from aigc_course.models.unet import UNet, UNetConfig
 
 
 @dataclass
@@ -68,9 +69,9 @@ class KLAutoencoder(nn.Module):
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean squared reconstruction error per pixel + kl_weight * KL(q(z|x) || N(0, I)) per latent unit."""
         mean, logvar = self.encode(x)
-        z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
+        z = reparameterize(mean, logvar)
         recon = F.mse_loss(self.decode(z), x)
-        kl = 0.5 * torch.mean(mean ** 2 + logvar.exp() - 1 - logvar)
+        kl = gaussian_kl(mean, logvar).mean()
         return {"loss": recon + self.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
 
 

@@ -6,7 +6,7 @@ Bidirectional Transformers for Language Understanding", section 3.1:
 
 1. choose 15% of the (non-special) tokens of a sentence;
 2. replace 80% of the chosen tokens by ``[MASK]``, 10% by a random token, keep 10% unchanged
-   (:func:`bert_mask_tokens`, built on :func:`aigc_course.masking.mask_tokens`);
+   (:func:`bert_mask_tokens`, built on :func:`aigc_course.text.masking.mask_tokens`);
 3. run a Transformer encoder whose attention sees the whole sentence (``causal=False``);
 4. score the cross-entropy only at the chosen positions (every other target is -100).
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..masking import IGNORE_INDEX, mask_tokens
-from .gpt import Block, GPTConfig, init_gpt2_weights
+from aigc_course.models.gpt import Block, GPTConfig, init_gpt2_weights
+from aigc_course.text.masking import IGNORE_INDEX, mask_tokens
 
 
 @dataclass
@@ -78,7 +78,7 @@ def bert_mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float 
     """
     if not (0.0 <= replace and 0.0 <= keep and replace + keep <= 1.0):
         raise ValueError(f"replace={replace} and keep={keep} must be >= 0 and sum to at most 1.")
-    # Step 1: the plain rule of aigc_course.masking chooses the positions (all become [MASK]).
+    # Step 1: the plain rule of aigc_course.text.masking chooses the positions (all become [MASK]).
     inputs, targets = mask_tokens(ids, mask_id, p, generator)
     special = torch.zeros_like(ids, dtype=torch.bool)
     for s in special_ids:

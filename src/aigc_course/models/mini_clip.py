@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..translation import EOS
-from .gpt import Block, GPTConfig
+from aigc_course.models.gpt import Block, GPTConfig
+from aigc_course.text.vocab import EOS
 
 
 @dataclass
@@ -94,7 +94,7 @@ class MiniCLIP(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or tokens.shape[1] > self.config.max_len:
             raise ValueError(f"MiniCLIP expects token ids (B, L <= {self.config.max_len}), got {tuple(tokens.shape)}; "
-                             "encode prompts with aigc_course.prompts.encode_prompts.")
+                             "encode prompts with aigc_course.text.prompts.encode_prompts.")
         if not (tokens == EOS).any(dim=1).all():
             raise ValueError("Every prompt needs an <eos> token (encode_prompts adds it).")
         return F.normalize(self.text_encoder(tokens), dim=-1)

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-PAD, BOS, EOS = 0, 1, 2  # the ids of aigc_course.translation.Vocab
+PAD, BOS, EOS = 0, 1, 2  # the ids of aigc_course.text.vocab.Vocab
 
 
 @dataclass
@@ -167,7 +167,7 @@ class Seq2Seq(nn.Module):
         return torch.stack(logits, 1), torch.stack(alphas, 1)
 
     def loss(self, batch: dict, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Mean cross-entropy per target token of a batch from ``aigc_course.translation.collate``."""
+        """Mean cross-entropy per target token of a batch from ``aigc_course.text.translation.collate``."""
         logits, _ = self(batch["src"], batch["src_len"], batch["tgt_in"])
         return F.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=PAD,
                                label_smoothing=label_smoothing)

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from aigc_course.models.gaussian import gaussian_kl, reparameterize
+
 
 @dataclass
 class TextVAEConfig:
@@ -54,14 +56,6 @@ class TextVAEConfig:
                 raise ValueError(f"{name}={getattr(self, name)} is outside the vocabulary [0, {self.vocab_size}).")
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per dimension, shape of ``mu``.
-
-    Kingma & Welling (2014), appendix B: -KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
-    """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
 def kl_weight(step: int, warmup: int, kind: str = "linear") -> float:
     """KL annealing weight beta in [0, 1], rising with ``step`` and reaching ~1 at ``warmup``.
 
@@ -80,21 +74,6 @@ def kl_weight(step: int, warmup: int, kind: str = "linear") -> float:
         return t
     s = lambda u: 1.0 / (1.0 + math.exp(-10.0 * (u - 0.5)))  # noqa: E731
     return (s(t) - s(0.0)) / (s(1.0) - s(0.0))
-
-
-def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
-    """Burda et al. (2016): dimension j is active when Cov_x(E_q(z|x)[z_j]) > ``threshold``.
-
-    Args:
-        mu: posterior means E_q[z] of many sentences, (N, latent_dim), N >= 2.
-
-    Returns:
-        ``(count, variances)``: the number of active dimensions and the variance of each (L,).
-    """
-    if mu.dim() != 2 or mu.shape[0] < 2:
-        raise ValueError(f"mu must be (N, latent_dim) with N >= 2 sentences, got {tuple(mu.shape)}.")
-    var = mu.float().var(dim=0, unbiased=False)  # (L,)
-    return int((var > threshold).sum()), var
 
 
 class TextVAE(nn.Module):
@@ -133,11 +112,7 @@ class TextVAE(nn.Module):
         mu, logvar = self.to_posterior(h[0]).chunk(2, dim=-1)  # (B, 2L) -> 2 x (B, L)
         return mu, logvar
 
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-        # z = mu + sigma * eps: the noise is an input, so gradients reach mu and logvar.
-        eps = torch.randn_like(mu) if eps is None else eps
-        return mu + torch.exp(0.5 * logvar) * eps
+    reparameterize = staticmethod(reparameterize)  # z = mu + sigma * eps (models/gaussian.py)
 
     def decode_logits(self, z: torch.Tensor, tgt_in: torch.Tensor,
                       h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

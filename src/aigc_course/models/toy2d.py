@@ -6,8 +6,10 @@ dataclass config, a loss and ``sample(n, generator=None) -> (n, 2)``:
 * :class:`ToyAutoregressive`: p(x) = p(x1) p(x2 | x1) over binned coordinates (exact likelihood).
 * :class:`ToyVAE`: Kingma & Welling (2014), the negative ELBO = reconstruction + KL(q(z|x) || p(z)).
 * :class:`ToyGAN`: Goodfellow et al. (2014), with the non-saturating generator loss -log D(G(z)).
-  Two players need two optimisers, so it trains with :func:`train_gan`, not the single-loss ``fit``.
-* :class:`ToyDiffusion`: Ho et al. (2020), DDPM with epsilon prediction and a linear beta schedule.
+  Two players need two optimisers, so it trains with :func:`aigc_course.train.train_gan`, not
+  the single-loss ``fit``.
+* :class:`ToyDiffusion`: Ho et al. (2020), DDPM with epsilon prediction and a linear beta
+  schedule, sampled with the package's :func:`aigc_course.diffusion.sample_ddpm`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History
-from .mlp import MLP, MLPConfig
+from aigc_course.diffusion.samplers import sample_ddpm
+from aigc_course.diffusion.schedule import NoiseSchedule, ScheduleConfig, eps_loss
+from aigc_course.models.embeddings import timestep_embedding
+from aigc_course.models.gan import GAN
+from aigc_course.models.gaussian import gaussian_kl, reparameterize
+from aigc_course.models.mlp import MLP, MLPConfig
+from aigc_course.runtime import randn
 
 
 def _check_points(x: torch.Tensor, dim: int, name: str = "x") -> None:
@@ -31,12 +38,6 @@ def _check_points(x: torch.Tensor, dim: int, name: str = "x") -> None:
 
 def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
-
-
-def _randn(shape, generator, device) -> torch.Tensor:
-    # Draw on the generator's device (CPU by default) so a seed repeats on any model device.
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 # 1. Autoregressive: p(x1, x2) = p(x1) p(x2 | x1) on a grid of K x K bins -----------------------
@@ -138,11 +139,7 @@ class ToyVAE(nn.Module):
         _check_points(z, self.config.latent_dim, "z")
         return self.decoder(z)
 
-    @staticmethod
-    def reparameterize(mu, logvar, eps=None):
-        # z = mu + sigma * eps: the randomness sits in eps, so gradients flow to mu and logvar.
-        eps = torch.randn_like(mu) if eps is None else eps
-        return mu + torch.exp(0.5 * logvar) * eps
+    reparameterize = staticmethod(reparameterize)  # z = mu + sigma * eps (models/gaussian.py)
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Negative ELBO per point (nats) as 'loss', with its two terms 'rec' and 'kl'."""
@@ -152,19 +149,18 @@ class ToyVAE(nn.Module):
         # rec = -log N(x; x_mean, sigma^2), summed over the data dimensions
         rec = 0.5 * (((x - x_mean) / self.log_std.exp()) ** 2 + 2 * self.log_std + math.log(2 * math.pi))
         rec = rec.sum(-1).mean()
-        # KL(N(mu, sigma^2) || N(0, I)) in closed form (Kingma & Welling 2014, appendix B)
-        kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1).mean()
+        kl = gaussian_kl(mu, logvar).sum(-1).mean()  # KL(q(z|x) || N(0, I)) in closed form
         return {"loss": rec + kl, "rec": rec, "kl": kl}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean_only: bool = False):
         """z ~ N(0, I), then x ~ p(x|z) (or its mean with ``mean_only``). -> (n, data_dim)."""
         device = _device(self)
-        z = _randn((n, self.config.latent_dim), generator, device)
+        z = randn((n, self.config.latent_dim), generator, device)
         x_mean = self.decode(z)
         if mean_only:
             return x_mean
-        return x_mean + self.log_std.exp() * _randn(x_mean.shape, generator, device)
+        return x_mean + self.log_std.exp() * randn(x_mean.shape, generator, device)
 
 
 # 3. Generative adversarial network --------------------------------------------------------------
@@ -177,52 +173,17 @@ class ToyGANConfig:
     width: int = 128
 
 
-class ToyGAN(nn.Module):
-    """Generator G: z -> x and discriminator D: x -> logit of "real"."""
+class ToyGAN(GAN):
+    """Generator G: z -> x and discriminator D: x -> logit of "real". The losses, ``z`` and
+    ``sample`` are those of :class:`aigc_course.models.gan.GAN`; it trains with
+    :func:`aigc_course.train.train_gan`."""
 
     def __init__(self, config: ToyGANConfig | None = None):
         super().__init__()
         self.config = c = config or ToyGANConfig()
+        self.data_shape = (c.data_dim,)
         self.generator = MLP(MLPConfig(c.latent_dim, [c.width, c.width], c.data_dim, "relu"))
         self.discriminator = MLP(MLPConfig(c.data_dim, [c.width, c.width], 1, "relu"))
-
-    def _fake(self, n: int, generator=None) -> torch.Tensor:
-        return self.generator(_randn((n, self.config.latent_dim), generator, _device(self)))
-
-    def d_loss(self, x_real: torch.Tensor) -> torch.Tensor:
-        """-[log D(x) + log(1 - D(G(z)))], on logits with BCEWithLogits (numerically stable)."""
-        _check_points(x_real, self.config.data_dim, "x_real")
-        x_fake = self._fake(len(x_real)).detach()  # D's step must not update G
-        logit_real = self.discriminator(x_real)
-        logit_fake = self.discriminator(x_fake)
-        return (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-                + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-
-    def g_loss(self, n: int) -> torch.Tensor:
-        """Non-saturating generator loss -log D(G(z)) (Goodfellow et al. 2014, section 3)."""
-        logit_fake = self.discriminator(self._fake(n))
-        return F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._fake(n, generator)
-
-
-def train_gan(model: ToyGAN, data: torch.Tensor, steps: int = 2000, batch_size: int = 256,
-              lr: float = 1e-3, betas=(0.5, 0.999), d_steps: int = 1,
-              seed: int = 0) -> tuple[History, History]:
-    """Alternate D and G updates; returns the (discriminator, generator) loss histories.
-
-    ``fit`` minimises one loss with one optimiser; a GAN is a two-player game with two losses
-    and two optimisers, so it has its own loop: :func:`aigc_course.models.gan.train_gan`, shared
-    with the image GANs of part 5. ``data`` is a (N, data_dim) tensor, sampled in mini-batches
-    with a seeded generator.
-    """
-    from .gan import train_gan as two_player_loop  # gan.py builds on this file
-
-    _check_points(data, model.config.data_dim, "data")
-    return two_player_loop(model, data, steps=steps, batch_size=batch_size, lr=lr, betas=betas,
-                           d_steps=d_steps, seed=seed, desc="toy GAN")
 
 
 # 4. Diffusion (DDPM) ----------------------------------------------------------------------------
@@ -238,16 +199,11 @@ class ToyDiffusionConfig:
     time_dim: int = 32  # size of the sinusoidal time embedding
 
 
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of integer steps (B,) -> (B, dim), as in the Transformer."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]  # (B, half)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 class ToyDiffusion(nn.Module):
-    """An MLP eps_theta(x_t, t) and the linear-beta schedule, kept as registered buffers."""
+    """An MLP eps_theta(x_t, t) with a linear-beta :class:`NoiseSchedule` of T steps.
+
+    Training, the forward process and sampling are the package's: ``eps_loss``, the schedule's
+    ``q_sample`` and ``sample_ddpm`` (chapter 3.7 teaches them on images)."""
 
     def __init__(self, config: ToyDiffusionConfig | None = None):
         super().__init__()
@@ -255,16 +211,8 @@ class ToyDiffusion(nn.Module):
         if c.T < 2 or not 0 < c.beta_start < c.beta_end < 1:
             raise ValueError(f"Need T >= 2 and 0 < beta_start < beta_end < 1, got {c}.")
         self.net = MLP(MLPConfig(c.data_dim + c.time_dim, [c.width] * 3, c.data_dim, "silu"))
-        betas = torch.linspace(c.beta_start, c.beta_end, c.T, dtype=torch.float64)
-        alphas = 1.0 - betas
-        # \bar\alpha_t = \prod_{s <= t} \alpha_s
-        alphas_cumprod = torch.cumprod(alphas, 0)
-        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
-        # posterior variance \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t (0 at t=0)
-        posterior_variance = betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod)
-        for name, value in [("betas", betas), ("alphas", alphas), ("alphas_cumprod", alphas_cumprod),
-                            ("posterior_variance", posterior_variance)]:
-            self.register_buffer(name, value.float())
+        self.schedule = NoiseSchedule(ScheduleConfig(num_steps=c.T, kind="linear", beta_start=c.beta_start,
+                                                     beta_end=c.beta_end))
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps_theta(x_t, t): (B, D), (B,) -> (B, D)."""
@@ -276,38 +224,23 @@ class ToyDiffusion(nn.Module):
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None):
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps: jump to step t in one go (DDPM eq. 4)."""
         _check_points(x0, self.config.data_dim, "x0")
-        noise = torch.randn_like(x0) if noise is None else noise
-        abar = self.alphas_cumprod[t][:, None]  # (B, 1)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        return self.schedule.q_sample(x0, t, noise)
 
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         """DDPM's simple loss ||eps - eps_theta(x_t, t)||^2 with t uniform (DDPM eq. 14)."""
         _check_points(x0, self.config.data_dim, "x0")
-        t = torch.randint(0, self.config.T, (x0.shape[0],), device=x0.device)
-        eps = torch.randn_like(x0)
-        xt = self.q_sample(x0, t, eps)
-        return F.mse_loss(self(xt, t), eps)
+        return eps_loss(self, self.schedule, x0)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
                return_trajectory: bool = False):
-        """Ancestral sampling (DDPM algorithm 2). Returns (n, D), or a list of T+1 (n, D) x_t."""
-        device = _device(self)
-        # 1. x_T ~ N(0, I)
-        x = _randn((n, self.config.data_dim), generator, device)
-        trajectory = [x]
-        for t in reversed(range(self.config.T)):
-            tt = torch.full((n,), t, device=device, dtype=torch.long)
-            # 2. mean of p(x_{t-1} | x_t) = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t)
-            eps_pred = self(x, tt)
-            coef = self.betas[t] / (1 - self.alphas_cumprod[t]).sqrt()
-            x = (x - coef * eps_pred) / self.alphas[t].sqrt()
-            # 3. add noise with variance \tilde\beta_t, except at the last step
-            if t > 0:
-                x = x + self.posterior_variance[t].sqrt() * _randn(x.shape, generator, device)
-            trajectory.append(x)
-        return trajectory if return_trajectory else x
+        """Ancestral sampling (DDPM algorithm 2) with :func:`sample_ddpm`, unclipped (2D data
+        are not bounded). Returns (n, D), or the list of T+1 states x_T, ..., x_0."""
+        trajectory = []
+        x = sample_ddpm(self, self.schedule, (n, self.config.data_dim), generator=generator, device=_device(self),
+                        clip_x0=False, callback=(lambda t, xt, eps: trajectory.append(xt)) if return_trajectory else None)
+        return trajectory + [x] if return_trajectory else x
 
 
 __all__ = ["ToyARConfig", "ToyAutoregressive", "ToyVAEConfig", "ToyVAE", "ToyGANConfig", "ToyGAN",
-           "train_gan", "ToyDiffusionConfig", "ToyDiffusion", "timestep_embedding"]
+           "ToyDiffusionConfig", "ToyDiffusion"]

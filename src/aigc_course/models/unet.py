@@ -1,24 +1,26 @@
 """A small U-Net that predicts the noise of a diffusion model, for 28x28 images.
 
-Taught in the diffusion chapters of parts 3 and 5. Built bottom-up: the sinusoidal embedding of
-the timestep, a residual block that adds the (time + condition) embedding to its features, a
+Taught in the diffusion chapters of parts 3 and 5. Built bottom-up on the sinusoidal timestep
+embedding of :mod:`aigc_course.models.embeddings`: a residual block that adds the (time + condition) embedding to its features, a
 self-attention block at the coarsest resolution, then the U-Net: 28x28 -> 14x14 -> 7x7 and back,
 with skip connections (Ronneberger et al., 2015; the diffusion variant of Ho et al., 2020).
 
 Conditioning, optional: a class label ``y`` (an embedding table with one extra row, the "null"
 label used for classifier-free guidance), or a vector ``cond`` such as a text embedding (layer-normalised,
-then an MLP into the time-embedding space). :func:`guided_eps` combines a conditional and an
-unconditional prediction: eps = eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans, 2022).
+then an MLP into the time-embedding space). :func:`aigc_course.diffusion.guided_eps` combines a
+conditional and an unconditional prediction: eps = eps_uncond + s (eps_cond - eps_uncond) (Ho &
+Salimans, 2022).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aigc_course.models.embeddings import timestep_embedding
 
 
 @dataclass
@@ -31,14 +33,6 @@ class UNetConfig:
     cond_dim: int | None = None  # vector conditioning (e.g. a text embedding)
     attention: bool = True  # self-attention at the coarsest resolution
     dropout: float = 0.0
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of integer timesteps t (B,) -> (B, dim), as Transformer positions."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)  # (half,)
-    args = t.float()[:, None] * freqs[None, :]  # (B, half)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 class ResBlock(nn.Module):
@@ -149,24 +143,3 @@ class UNet(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.config)
-
-
-def guided_eps(model: UNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, scale: float = 1.0,
-               cond: torch.Tensor | None = None, null_cond: torch.Tensor | None = None) -> torch.Tensor:
-    """Classifier-free guidance: eps_uncond + scale (eps_cond - eps_uncond), in one batched call.
-
-    The condition is a class label ``y`` (its "no condition" is the null label) or a vector
-    ``cond`` with its "no condition" vector ``null_cond`` (e.g. the embedding of the empty
-    prompt, shape (D,) or (B, D)). scale 0 is the unconditional model, 1 the conditional one,
-    > 1 pushes samples towards the condition (sharper, less diverse)."""
-    if (y is None) == (cond is None):
-        raise ValueError("guided_eps needs exactly one condition: a class label y or a vector cond.")
-    xx, tt = torch.cat([x, x]), torch.cat([t, t])
-    if y is not None:
-        both = model(xx, tt, y=torch.cat([y, model.null_label(len(y), y.device)]))
-    else:
-        if null_cond is None:
-            raise ValueError("Vector guidance needs null_cond, the embedding of 'no condition' (the empty prompt).")
-        both = model(xx, tt, cond=torch.cat([cond, null_cond.expand_as(cond)]))
-    eps_cond, eps_uncond = both.chunk(2)
-    return eps_uncond + scale * (eps_cond - eps_uncond)

@@ -2,7 +2,7 @@
 
 Data: MNIST (:func:`aigc_course.data.image_tensors`, [-1, 1]); the first 55,000 training images
 train, the last 5,000 validate, the 10,000 test images are held out. Captions come from
-:mod:`aigc_course.captions`: the label plus stroke thickness and slant measured on the pixels,
+:mod:`aigc_course.text.captions`: the label plus stroke thickness and slant measured on the pixels,
 cut at the tertiles of the 55,000 training images (the edges are stored in the card under
 ``data.bins``). Every training step draws a fresh template for each image (four phrasings); the
 validation and test captions use one template per image drawn with ``random.Random(seed)``.
@@ -22,11 +22,11 @@ Two recipes (``--recipe cpu|gpu``):
 
 Metrics on the 10,000 test images, greedy decoding:
 
-* ``bleu4``: corpus BLEU-4 (:func:`aigc_course.text_metrics.corpus_bleu`) against the four
+* ``bleu4``: corpus BLEU-4 (:func:`aigc_course.metrics.text.corpus_bleu`) against the four
   phrasings of the true content (four references per image), so a right caption in any template
   scores 100;
 * ``label_accuracy``, ``thickness_accuracy``, ``slant_accuracy``, ``all_correct``: the fields
-  read back from the generated caption (:func:`aigc_course.captions.parse_caption`); ``parsed``:
+  read back from the generated caption (:func:`aigc_course.text.captions.parse_caption`); ``parsed``:
   the fraction of captions in which every field appears exactly once;
 * ``test_loss`` / ``test_perplexity``: teacher-forced cross-entropy per word (and <eos>) of the
   test captions. Its floor is not 1: which of the four templates a caption uses is random, so the
@@ -45,7 +45,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..captions import (
+from aigc_course.data import image_tensors
+from aigc_course.metrics.text import corpus_bleu
+from aigc_course.models.captioner import Captioner, CaptionerConfig
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.captions import (
     TEMPLATES,
     AttributeBins,
     all_phrasings,
@@ -56,13 +62,7 @@ from ..captions import (
     encode_captions,
     measure_attributes,
 )
-from ..data import image_tensors
-from ..models.captioner import Captioner, CaptionerConfig
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ..text_metrics import corpus_bleu
-from ..train import TrainConfig, evaluate, fit
-from ._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.train import TrainConfig, evaluate, fit, random_batches
 
 NAME = "captioner_mnist"
 N_VAL = 5000
@@ -121,11 +121,12 @@ def batch_fn(part: dict, vocab, batch_size: int, seed: int = 0, shift: int = 0):
     rng = random.Random(seed)
     thick, slant = part["classes"]["thickness"], part["classes"]["slant"]
 
+    sample = random_batches(part["x"], part["y"], thick, slant, batch_size=batch_size, generator=g)
+
     def get(step: int) -> dict:
-        idx = torch.randint(0, len(part["y"]), (batch_size,), generator=g)
-        texts = [caption(int(part["y"][i]), int(thick[i]), int(slant[i]), rng.randrange(len(TEMPLATES))) for i in idx]
+        images, y, th, sl = sample(step)
+        texts = [caption(int(a), int(b), int(c), rng.randrange(len(TEMPLATES))) for a, b, c in zip(y, th, sl)]
         tgt_in, tgt_out = encode_captions(vocab, texts)
-        images = part["x"][idx]
         if shift:  # pixel shifts keep thickness and slant: the captions stay true
             images = torch.roll(images, tuple(torch.randint(-shift, shift + 1, (2,), generator=g).tolist()), (2, 3))
         return {"images": images, "tgt_in": tgt_in, "tgt_out": tgt_out}

@@ -24,7 +24,7 @@ Metrics (nats per character, on the validation 10%):
 
 * ``val_loss``: the mean cross-entropy over a fixed set of 20 x 64 = 1,280 random windows of
   ``seq_len`` characters (seed 1234), each read from the zero state, as nanoGPT's
-  ``estimate_loss`` does (:func:`aigc_course.lm_data.estimate_loss`); ``val_perplexity`` is
+  ``estimate_loss`` does (:func:`aigc_course.text.batches.estimate_loss`); ``val_perplexity`` is
   exp(val_loss);
 * ``val_loss_stream``: the whole validation text read as 16 contiguous streams with the hidden
   state carried along (:func:`aigc_course.models.char_rnn.streaming_loss`), so that early
@@ -39,14 +39,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..data import load_text, train_val_split
-from ..lm_data import batch_fn, estimate_loss
-from ..models.char_rnn import CharRNN, CharRNNConfig, streaming_loss
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ..tokenizers import CharTokenizer
-from ..train import TrainConfig, fit
-from ._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.data import load_text, train_val_split
+from aigc_course.models.char_rnn import CharRNN, CharRNNConfig, streaming_loss
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.batches import batch_fn, estimate_loss
+from aigc_course.text.tokenizers import CharTokenizer
+from aigc_course.train import TrainConfig, fit
 
 NAME = "char_gru_shakespeare"
 EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 20, 64, 1234  # the fixed validation windows

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import image_tensors
-from ..models.conv_vae import ConvVAE, ConvVAEConfig, active_units, binarize
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ..train import TrainConfig, fit
-from ._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.data import image_tensors
+from aigc_course.models.conv_vae import ConvVAE, ConvVAEConfig, binarize
+from aigc_course.models.gaussian import active_units
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.train import TrainConfig, fit, random_batches
 
 NAME = "conv_vae_mnist"
 TEST_SEED = 1234  # the fixed binarisation of the test set
@@ -93,9 +94,10 @@ def train_vae(model: ConvVAE, x_train: torch.Tensor, rec: VAERecipe, seed: int =
     """Train on dynamically binarised ``x_train`` (intensities in [0, 1]); returns the History."""
     g = torch.Generator().manual_seed(seed)
 
+    sample = random_batches(x_train, batch_size=rec.batch_size, generator=g)
+
     def get_batch(step):
-        idx = torch.randint(0, len(x_train), (rec.batch_size,), generator=g)
-        return binarize(x_train[idx], generator=g)  # a fresh binarisation every time
+        return binarize(sample(step), generator=g)  # a fresh binarisation every time
 
     cfg = TrainConfig(steps=rec.steps, lr=rec.lr, warmup=rec.warmup, decay=True, desc=desc)
     return fit(model, lambda m, xb: m.loss(xb), get_batch, cfg)

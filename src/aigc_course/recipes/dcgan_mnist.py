@@ -10,7 +10,7 @@ A GAN has no held-out loss worth reporting, so the card scores SAMPLES with the 
 classifier labels with confidence > 0.9, and the histogram of predicted digits (how many of the 10
 digits get at least 2% of the samples, and its entropy; log 10 = 2.303 nats is perfectly
 uniform). The same numbers for 2,000 held-out test digits are stored as the reference.
-The card adds the FID on the classifier's features (``aigc_course.image_metrics``, part 5.13)
+The card adds the FID on the classifier's features (``aigc_course.metrics.image``, part 5.13)
 against the test digits, and as its floor the FID of 2,000 real training digits.
 
 * ``cpu`` (the shipped weights): 2,000 steps (2.1 epochs), a few minutes on one CPU thread.
@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data import image_tensors
-from ..models.gan import DCGAN, DCGANConfig, train_gan
-from ..pretrained import load_pretrained, save_pretrained
-from ..runtime import get_device, set_seed
-from ._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.data import image_tensors
+from aigc_course.models.gan import DCGAN, DCGANConfig
+from aigc_course.pretrained import load_pretrained, save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.train import train_gan
 
 NAME = "dcgan_mnist"
 
@@ -78,7 +79,7 @@ def digit_stats(images: torch.Tensor, classifier: torch.nn.Module, threshold: fl
 def sample_metrics(model, x_test: torch.Tensor, x_ref: torch.Tensor | None = None, n: int = 2000,
                    seed: int = 1234) -> dict:
     """Card metrics: digit_stats of n samples and of n held-out test digits, and (when
-    ``aigc_course.image_metrics`` exists) the FID on mnist_cnn features of samples vs test digits,
+    ``aigc_course.metrics.image`` exists) the FID on mnist_cnn features of samples vs test digits,
     with the FID of ``x_ref`` (other real digits) vs test digits as the floor."""
     classifier, _ = load_pretrained("mnist_cnn", device=next(model.parameters()).device)
     samples = model.sample(n, generator=torch.Generator().manual_seed(seed)).cpu()
@@ -88,7 +89,7 @@ def sample_metrics(model, x_test: torch.Tensor, x_ref: torch.Tensor | None = Non
                "test_confident_frac": real["confident"], "test_class_entropy": real["entropy"],
                "max_entropy": round(math.log(10), 4)}
     try:
-        from ..image_metrics import features, fid
+        from aigc_course.metrics.image import features, fid
     except ImportError:
         return metrics
     feats_test = features(x_test[:n], classifier)

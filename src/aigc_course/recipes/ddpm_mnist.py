@@ -14,12 +14,17 @@ cosine decay; the EMA of the weights (decay 0.999) is shipped.
 
 from __future__ import annotations
 
-from ..data import image_tensors
-from ..models.unet import UNet, UNetConfig
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ._card import choose_recipe, data_card
-from ._diffusion import DiffusionRecipe, base_card, heldout_eps_loss, train_diffusion
+from aigc_course.data import image_tensors
+from aigc_course.models.unet import UNet, UNetConfig
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card
+from aigc_course.recipes.diffusion_training import (
+    DiffusionRecipe,
+    base_card,
+    heldout_eps_loss,
+    train_diffusion,
+)
+from aigc_course.runtime import get_device, set_seed
 
 NAME = "ddpm_mnist"
 RECIPES = {

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from ..data import load_text, train_val_split
-from ..tokenizers import CharTokenizer
-from ._card import choose_recipe, data_card
-from ._char_gpt import CharGPTRecipe, train_char_gpt
+from aigc_course.data import load_text, train_val_split
+from aigc_course.recipes.cards import choose_recipe, data_card
+from aigc_course.recipes.char_gpt import CharGPTRecipe, train_char_gpt
+from aigc_course.text.tokenizers import CharTokenizer
 
 NAME = "gpt_shakespeare"
 

@@ -1,7 +1,7 @@
 """Recipe ``gpt_tang``: a character-level GPT on regular Tang poems (chapter 5.3).
 
 Data: the 10,008 poems of the course's chinese-poetry snapshot (traditional characters), of
-which the regular five- and seven-character poems are kept (:func:`aigc_course.poems.regular_poems`);
+which the regular five- and seven-character poems are kept (:func:`aigc_course.text.poems.regular_poems`);
 5% of the regular poems (seeded shuffle) are held out for validation. Characters seen fewer than three
 times become ``□``.
 
@@ -13,10 +13,10 @@ times become ``□``.
 
 from __future__ import annotations
 
-from ..data import load_tang_poems
-from ..poems import build_tokenizer, corpus, regular_poems, split_poems
-from ._card import choose_recipe, data_card
-from ._char_gpt import CharGPTRecipe, train_char_gpt
+from aigc_course.data import load_tang_poems
+from aigc_course.recipes.cards import choose_recipe, data_card
+from aigc_course.recipes.char_gpt import CharGPTRecipe, train_char_gpt
+from aigc_course.text.poems import build_tokenizer, corpus, regular_poems, split_poems
 
 NAME = "gpt_tang"
 

@@ -22,16 +22,21 @@ import time
 
 import torch
 
-from ..data import image_tensors
-from ..models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
-from ..pretrained import load_pretrained, save_pretrained
-from ..prompts import TEMPLATES
-from ..runtime import get_device, set_seed
-from ..text2img import TextToImage
-from ..train import TrainConfig, fit
-from ._card import choose_recipe, data_card
-from ._diffusion import DiffusionRecipe, base_card, train_diffusion
-from .txt2img_mnist import P_UNCOND, TEXT_ENCODER, prompt_accuracy, prompt_conditioning
+from aigc_course.data import image_tensors
+from aigc_course.diffusion.pipeline import TextToImage
+from aigc_course.models.latent_diffusion import LatentDiffusion, LatentDiffusionConfig
+from aigc_course.pretrained import load_pretrained, save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card
+from aigc_course.recipes.diffusion_training import DiffusionRecipe, base_card, train_diffusion
+from aigc_course.recipes.txt2img_mnist import (
+    P_UNCOND,
+    TEXT_ENCODER,
+    prompt_accuracy,
+    prompt_conditioning,
+)
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.prompts import TEMPLATES
+from aigc_course.train import TrainConfig, fit, random_batches
 
 NAME = "latent_diffusion_mnist"
 RECIPES = {
@@ -53,8 +58,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     g = torch.Generator().manual_seed(seed)
 
     # stage 1: the autoencoder alone
-    def ae_batch(step):
-        return x_train[torch.randint(0, len(x_train), (rec.batch_size,), generator=g)]
+    ae_batch = random_batches(x_train, batch_size=rec.batch_size, generator=g)
 
     t0 = time.perf_counter()
     ae_hist = fit(model.autoencoder, lambda m, x: m.loss(x), ae_batch,
@@ -78,7 +82,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     per_digit, steps = (2, 5) if fast else (50, 50)
     card = base_card(NAME, "latent_diffusion", model, rec, recipe, seed, fast, ae_seconds + seconds, device,
                      data_card("mnist", split="train (60,000), scaled to [-1, 1]",
-                               prompts="aigc_course.prompts.TRAIN_TEMPLATES"))
+                               prompts="aigc_course.text.prompts.TRAIN_TEMPLATES"))
     card["recipe"]["autoencoder_steps"] = ae_steps
     card["schedule"] = {"kind": rec.schedule, "num_steps": rec.num_train_steps}
     card["text_encoder"] = TEXT_ENCODER

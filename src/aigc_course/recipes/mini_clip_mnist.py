@@ -20,10 +20,13 @@ import time
 
 import torch
 
-from ..data import image_tensors
-from ..models.mini_clip import MiniCLIP, MiniCLIPConfig
-from ..pretrained import save_pretrained
-from ..prompts import (
+from aigc_course.data import image_tensors
+from aigc_course.models.mini_clip import MiniCLIP, MiniCLIPConfig
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.recipes.mnist_cnn import random_shift
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.prompts import (
     MAX_LEN,
     TEMPLATES,
     build_vocab,
@@ -31,10 +34,7 @@ from ..prompts import (
     prompt,
     random_prompts,
 )
-from ..runtime import get_device, set_seed
-from ..train import TrainConfig, fit
-from ._card import choose_recipe, data_card, run_card, train_command
-from .mnist_cnn import random_shift
+from aigc_course.train import TrainConfig, fit, random_batches
 
 NAME = "mini_clip_mnist"
 RECIPES = {
@@ -70,10 +70,11 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     x_test, y_test = image_tensors("mnist", "test", limit=200 if fast else None)
     g = torch.Generator().manual_seed(seed)
 
+    sample = random_batches(x_train, y_train, batch_size=rec["batch_size"], generator=g)
+
     def get_batch(step):
-        idx = torch.randint(0, len(x_train), (rec["batch_size"],), generator=g)
-        y = y_train[idx]
-        return random_shift(x_train[idx], generator=g), encode_prompts(vocab, random_prompts(y, g)), y
+        x, y = sample(step)
+        return random_shift(x, generator=g), encode_prompts(vocab, random_prompts(y, g)), y
 
     model = MiniCLIP(MiniCLIPConfig(vocab_size=vocab.vocab_size, max_len=MAX_LEN, **rec["config"])).to(device)
     cfg = TrainConfig(steps=rec["steps"], lr=rec["lr"], weight_decay=0.01, warmup=0 if fast else 100, decay=True,
@@ -86,7 +87,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
         "arch": "mini_clip",
         "config": model.config_dict(),
         "train_command": train_command(NAME, recipe, fast, seed),
-        "data": data_card("mnist", prompts="aigc_course.prompts.TRAIN_TEMPLATES"),
+        "data": data_card("mnist", prompts="aigc_course.text.prompts.TRAIN_TEMPLATES"),
         "recipe": {"name": recipe, **rec, "seed": seed, "augment": "random 1-pixel shifts"},
         "metrics": {
             "zero_shot_accuracy": round(zero_shot_accuracy(model, vocab, x_test, y_test), 4),

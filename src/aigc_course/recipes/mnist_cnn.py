@@ -11,12 +11,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data import image_tensors
-from ..models import CNNClassifier, CNNConfig
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ..train import TrainConfig, accuracy, fit
-from ._card import data_card, run_card, train_command
+from aigc_course.data import image_tensors
+from aigc_course.models import CNNClassifier, CNNConfig
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.train import TrainConfig, accuracy, fit, random_batches
 
 NAME = "mnist_cnn"
 
@@ -41,9 +41,11 @@ def train(out_dir=None, fast: bool = False, seed: int = 0) -> dict:
     steps = 20 if fast else epochs * (len(x_train) // batch_size)
     g = torch.Generator().manual_seed(seed)
 
+    sample = random_batches(x_train, y_train, batch_size=batch_size, generator=g)
+
     def get_batch(step):
-        idx = torch.randint(0, len(x_train), (batch_size,), generator=g)
-        return random_shift(x_train[idx], generator=g), y_train[idx]
+        x, y = sample(step)
+        return random_shift(x, generator=g), y
 
     model = CNNClassifier(CNNConfig()).to(device)
     cfg = TrainConfig(steps=steps, lr=2e-3, weight_decay=1e-4, decay=True, warmup=50 if not fast else 0,

@@ -2,7 +2,7 @@
 
 Data: the Tatoeba pairs of :func:`aigc_course.data.load_en_zh` (CC BY 2.0 FR) with at most 10
 English tokens whose Chinese side is not detected as traditional script
-(:func:`aigc_course.translation.split_pairs`, seed 0): about 11,900 training pairs, 476
+(:func:`aigc_course.text.translation.split_pairs`, seed 0): about 11,900 training pairs, 476
 validation and 939 test pairs, after removing held-out pairs whose English sentence occurs in
 training. Source: lower-cased English words; target: Chinese characters; vocabularies of the
 tokens seen at least twice in training.
@@ -18,7 +18,7 @@ Two recipes (``--recipe cpu|gpu``):
 
 Metrics on the test set: mean cross-entropy per target token (teacher forcing) and its
 perplexity, corpus BLEU with one token per Chinese character (sacrebleu's ``tokenize="zh"``,
-computed by :func:`aigc_course.text_metrics.corpus_bleu`). Weights are stored in float16 (half
+computed by :func:`aigc_course.metrics.text.corpus_bleu`). Weights are stored in float16 (half
 the file); the metrics are measured after that rounding, on exactly the shipped weights.
 """
 
@@ -31,23 +31,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..data import load_en_zh
-from ..models.seq2seq import Seq2Seq, Seq2SeqConfig
-from ..pretrained import save_pretrained
-from ..runtime import get_device, set_seed
-from ..text_metrics import corpus_bleu
-from ..train import TrainConfig, evaluate, fit
-from ..translation import (
-    Vocab,
-    batch_fn,
-    collate,
-    encode_pairs,
-    split_pairs,
-    tokenize_en,
-    tokenize_zh,
-    translate,
-)
-from ._card import choose_recipe, data_card, run_card, train_command
+from aigc_course.data import load_en_zh
+from aigc_course.metrics.text import corpus_bleu
+from aigc_course.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from aigc_course.pretrained import save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card, run_card, train_command
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.translation import batch_fn, collate, encode_pairs, split_pairs, translate
+from aigc_course.text.vocab import Vocab, tokenize_en, tokenize_zh
+from aigc_course.train import TrainConfig, evaluate, fit
 
 NAME = "seq2seq_en_zh"
 MAX_EN_WORDS, N_TEST, N_VAL, MIN_FREQ, MAX_LEN = 10, 1000, 500, 2, 40

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import torch
 
-from ..data import image_tensors
-from ..models.unet import UNet, UNetConfig
-from ..pretrained import load_pretrained, load_tokenizer, save_pretrained
-from ..prompts import TEMPLATES, TRAIN_TEMPLATES, encode_prompts, prompt
-from ..runtime import get_device, set_seed
-from ..text2img import TextToImage
-from ._card import choose_recipe, data_card
-from ._diffusion import DiffusionRecipe, base_card, train_diffusion
+from aigc_course.data import image_tensors
+from aigc_course.diffusion.pipeline import TextToImage
+from aigc_course.models.unet import UNet, UNetConfig
+from aigc_course.pretrained import load_pretrained, load_tokenizer, save_pretrained
+from aigc_course.recipes.cards import choose_recipe, data_card
+from aigc_course.recipes.diffusion_training import DiffusionRecipe, base_card, train_diffusion
+from aigc_course.runtime import get_device, set_seed
+from aigc_course.text.prompts import TEMPLATES, TRAIN_TEMPLATES, encode_prompts, prompt
 
 NAME = "txt2img_mnist"
 TEXT_ENCODER = "mini_clip_mnist"
@@ -89,7 +89,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0, recipe: str = "cpu") 
     per_digit, steps = (2, 5) if fast else (50, 50)
     card = base_card(NAME, "unet", model, rec, recipe, seed, fast, seconds, device,
                      data_card("mnist", split="train (60,000), scaled to [-1, 1]",
-                               prompts="aigc_course.prompts.TRAIN_TEMPLATES"))
+                               prompts="aigc_course.text.prompts.TRAIN_TEMPLATES"))
     card["schedule"] = {"kind": rec.schedule, "num_steps": rec.num_train_steps}
     card["text_encoder"] = TEXT_ENCODER
     card["conditioning"] = {"p_uncond": P_UNCOND, "null": "mini-CLIP embedding of the empty prompt"}

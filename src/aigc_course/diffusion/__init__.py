@@ -1,0 +1,28 @@
+"""Denoising diffusion: the schedule, the samplers and the text-to-image pipeline.
+
+Used by chapters 2.3, 3.7, 3.8, 4.5 and 5.9-5.13. The schedule is an object of its own, apart
+from any network; a sampler needs only ``eps_model(x_t, t) -> predicted noise``.
+
+* :mod:`~aigc_course.diffusion.schedule`: ``NoiseSchedule`` (betas, abar_t, the forward process
+  and the posterior) and the training loss ``eps_loss``;
+* :mod:`~aigc_course.diffusion.samplers`: ``ddpm_step``, ``ddim_step`` and the loops
+  ``sample_ddpm`` / ``sample_ddim`` (with a per-step callback), ``guided_eps``;
+* :mod:`~aigc_course.diffusion.pipeline`: ``TextToImage``, Stable Diffusion's four stages at
+  MNIST size (chapters 3.8, 5.10, 5.11);
+* :mod:`~aigc_course.diffusion.tiny_sd`: a randomly initialised diffusers Stable Diffusion
+  pipeline built offline (chapter 3.8).
+"""
+
+from aigc_course.diffusion.samplers import (
+    StepCallback,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_step,
+    guided_eps,
+    sample_ddim,
+    sample_ddpm,
+)
+from aigc_course.diffusion.schedule import NoiseSchedule, ScheduleConfig, eps_loss
+
+__all__ = ["NoiseSchedule", "ScheduleConfig", "StepCallback", "ddim_step", "ddim_timesteps", "ddpm_step",
+           "eps_loss", "guided_eps", "sample_ddim", "sample_ddpm"]
