@@ -14,7 +14,7 @@ The card adds the FID on the classifier's features (``aigc_course.metrics.image`
 against the test digits, and as its floor the FID of 2,000 real training digits.
 
 * ``cpu`` (the shipped weights): 2,000 steps (2.1 epochs), a few minutes on one CPU thread.
-* ``gpu`` (the full recipe, not run here: no GPU was lent to this task): g_channels 256,
+* ``gpu`` (the full recipe; not yet run, so the shipped weights come from ``cpu``): g_channels 256,
   d_channels 64, 20,000 steps of batch 128; expect sharper digits and a higher confident fraction.
 """
 

@@ -7,7 +7,8 @@ AdamW with warm-up and cosine decay; the loss is the symmetric contrastive
 loss with targets spread over same-label pairs (see ``models/mini_clip.py``).
 
 * ``cpu`` (the shipped weights): 1,200 steps of batch 128, a few minutes on a 2-core CPU.
-* ``gpu`` (not run here: no GPU was lent to this task): 10,000 steps of batch 1024, embed 128.
+* ``gpu`` (the full recipe; not yet run): 10,000 steps of batch 1024, embed 128. Its target: a
+  zero-shot accuracy above the ``cpu`` recipe's 0.992, also on the held-out phrasing.
 
 Metrics: zero-shot accuracy on the test digits (the predicted digit is the prompt with the
 highest similarity among "a handwritten zero" ... "a handwritten nine"), the same with the
