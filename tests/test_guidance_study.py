@@ -104,11 +104,31 @@ def test_timing_helpers_and_psnr():
 
 
 def test_guidance_panel_draws_and_caches():
+    """One pipeline run per guidance scale: a scale seen before is drawn from the cache, and every
+    scale starts from the same noise (so the panels differ only by the scale)."""
     import matplotlib.pyplot as plt
 
     pipe = tiny_pipe()
-    draw = gs.guidance_panel(pipe, "a handwritten three", n=2, num_steps=2, nrow=2)
+    calls = []
+
+    class Counting:
+        shape = pipe.shape
+
+        def __call__(self, prompts, scale, num_steps, x=None):
+            calls.append((scale, x.clone()))
+            return pipe(prompts, scale, num_steps, x=x)
+
+    draw = gs.guidance_panel(Counting(), "a handwritten three", n=2, num_steps=2, nrow=2)
     fig, ax = plt.subplots()
     draw(ax, guidance_scale=1.0)
+    first = ax.images[-1].get_array().copy()
     draw(ax, guidance_scale=1.0)
+    assert len(calls) == 1  # cached: the pipeline ran once for scale 1
+    assert (ax.images[-1].get_array() == first).all()
+    draw(ax, guidance_scale=5.0)
+    assert [s for s, _ in calls] == [1.0, 5.0]
+    assert torch.equal(calls[0][1], calls[1][1])  # the same starting noise at both scales
+    assert not (ax.images[-1].get_array() == first).all()
+    draw(ax, guidance_scale=5)  # an int scale hits the float key
+    assert len(calls) == 2
     plt.close(fig)
