@@ -193,13 +193,20 @@ def test_recipes_fast_round_trip(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["txt2img_mnist", "latent_diffusion_mnist"])
 def test_shipped_text_to_image_models_follow_prompts(name):
-    """The shipped weights obey their prompts: the course classifier recognises the prompted digit
-    in at least 29 of 30 guided DDIM-20 samples (measured: 30 for pixels, 29 for latents; the cards:
-    0.998 and 0.974 on 500 DDIM-50 samples). The earlier 2,000-step pixel weights scored 27."""
+    """The shipped weights obey their prompts: of 200 guided DDIM-20 samples (20 per digit), the
+    course classifier recognises the prompted digit in at least 188 (94%).
+
+    The threshold leaves a stated margin on both sides. Measured: 200 of 200 for pixels, 199 for
+    latents; the cards say 0.998 and 0.974 (500 DDIM-50 samples). A model with the lower card
+    accuracy, 0.974, falls under 188 of 200 with binomial probability 0.0024; the earlier
+    2,000-step pixel weights (0.874) would reach 188 with probability 0.0017."""
     from aigc_course.diffusion.pipeline import load_text_to_image
     from aigc_course.pretrained import load_pretrained
     from aigc_course.recipes.txt2img_mnist import prompt_accuracy
 
+    n, threshold = 200, 188
     classifier, _ = load_pretrained("mnist_cnn")
-    accuracy = prompt_accuracy(load_text_to_image(name), classifier, "a handwritten {w}", per_digit=3, num_steps=20)
-    assert round(accuracy * 30) >= 29, f"{name}: {accuracy * 30:.0f} of 30 samples show the prompted digit"
+    accuracy = prompt_accuracy(load_text_to_image(name), classifier, "a handwritten {w}", per_digit=n // 10,
+                               num_steps=20)
+    correct = round(accuracy * n)
+    assert correct >= threshold, f"{name}: {correct} of {n} samples show the prompted digit (need {threshold})"
