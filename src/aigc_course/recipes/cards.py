@@ -2,7 +2,9 @@
 
 A card says how the weights were made, so that anyone can check or redo it: the recipe that was
 chosen, the data (with the sha256 of every file that was read), and the run itself (time, device,
-torch version, parameter count). Each recipe adds its own config and metrics around these parts.
+torch version, parameter count). Each recipe adds its own config and metrics around these parts;
+:func:`aigc_course.pretrained.save_pretrained` then adds the ``sha256`` of the files it writes (the
+weights and tokenizers), which loading checks.
 """
 
 from __future__ import annotations
