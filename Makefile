@@ -28,7 +28,7 @@ setup: $(VENV)/.installed
 
 # The book: scripts/build_book.py runs `jupyter-book build` with the execution cache
 # (jupyter-cache) in _build/<mode>/.jupyter_cache/<mode>-<key>, the key a hash of the mode,
-# src/aigc_course (code and weights), bench/results and the installed packages: a rebuild with
+# src/aigc_course (code, weights, benchmark results) and the installed packages: a rebuild with
 # nothing changed executes no notebook, an edited notebook runs again alone, a package change
 # re-runs them all, and the fast and full modes never share outputs. The script sets
 # AIGC_BOOK=1 AIGC_QUIET=1, and AIGC_FAST=1 in fast mode only. `make clean` empties the caches.

@@ -22,7 +22,11 @@ Samples are cached batch by batch (``--cache``), so an interrupted run resumes w
 and ``--workers 2`` processes (``--worker 0`` and ``--worker 1``, one thread each) can share the
 sampling; worker 0 waits for the other, then measures and writes the results.
 
-Usage: ``OMP_NUM_THREADS=1 python bench/ddim_vs_ddpm.py [--n 1000] [--out bench/results/ddim_vs_ddpm.json]``
+Usage: ``OMP_NUM_THREADS=1 python bench/ddim_vs_ddpm.py [--n 1000] [--out FILE]``
+
+The results go to ``src/aigc_course/studies/results/ddim_vs_ddpm.json`` unless ``--out`` says
+otherwise: package data that ships with the course package and that chapter 5.9 reads with
+``aigc_course.studies.benchmarks.load_benchmark("ddim_vs_ddpm")``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from aigc_course.data import image_tensors
 from aigc_course.diffusion import NoiseSchedule, ScheduleConfig, ddpm_step, sample_ddim, sample_ddpm
 from aigc_course.pretrained import find_weights, load_pretrained
 from aigc_course.runtime import device_label
+
+# The shipped results, in the source tree next to the loader (aigc_course.studies.benchmarks).
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "aigc_course" / "studies" / "results" / "ddim_vs_ddpm.json"
 
 
 def sample(model, schedule, method: str, n: int, batch: int, cache: Path, worker: int = 0, workers: int = 1,
@@ -118,7 +125,7 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/ddim_vs_ddpm_cache")
     ap.add_argument("--cached-only", action="store_true",
                     help="draw nothing: score the samplers whose batches are all cached (a partial result)")
-    ap.add_argument("--out", default="bench/results/ddim_vs_ddpm.json")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the results (JSON)")
     args = ap.parse_args()
 
     threads = torch.get_num_threads()

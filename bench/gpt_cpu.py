@@ -19,6 +19,11 @@ credited with the first evaluation at or under the threshold (evaluations every 
 steps, so the time is an upper bound).
 
 Usage: ``python bench/gpt_cpu.py [--threads N] [--out results.json]``
+
+A full run writes its results to ``src/aigc_course/studies/results/gpt_cpu.json``, package data
+that ships with the course package and that chapter 5.2 reads with
+``aigc_course.studies.benchmarks.load_benchmark("gpt_cpu")``; ``--out`` writes elsewhere. A tuning
+run (``--course-only`` or ``--set``) writes only where ``--out`` says.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -37,6 +43,9 @@ from aigc_course.data import load_text, train_val_split
 from aigc_course.models import GPT, GPTConfig
 from aigc_course.text.batches import get_batch
 from aigc_course.text.tokenizers import CharTokenizer
+
+# The shipped results, in the source tree next to the loader (aigc_course.studies.benchmarks).
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "aigc_course" / "studies" / "results" / "gpt_cpu.json"
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--eval-batches", type=int, default=200)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None,
+                   help=f"write the results as JSON here (default for a full run: {DEFAULT_OUT})")
     p.add_argument("--course-only", type=float, default=None, metavar="THRESHOLD",
                    help="skip the reference and use this threshold (for tuning only)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -167,9 +177,13 @@ def main(argv=None) -> dict:
               f"ratio {t_ours / t_ref:.2f}x")
     elif not ours["reached"]:
         print(f"\nthe course recipe did not reach {threshold:.4f} (best {min(c['val'] for c in ours['curve']):.4f})")
-    if args.out:
-        with open(args.out, "w") as f:
+    tuning = args.course_only is not None or bool(args.set)
+    out = Path(args.out) if args.out else None if tuning else DEFAULT_OUT
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
             json.dump(result, f, indent=1)
+        print(f"results written to {out}")
     return result
 
 

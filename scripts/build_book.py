@@ -16,9 +16,9 @@ where ``<key>`` is a hash of
 
 * the mode (``fast`` sets ``AIGC_FAST=1``, ``full`` removes it from the environment): the two
   modes never share outputs, even when built into the same ``--path-output``;
-* every file of the course package under ``<source>/src/aigc_course`` (code and the shipped
-  weights in ``weights/``) and of ``<source>/bench/results`` (plotted by chapters 5.2 and 5.9):
-  ``DEPENDENCIES`` below;
+* every file of the course package under ``<source>/src/aigc_course``: code, the shipped
+  weights in ``weights/`` and the benchmark results that chapters 5.2 and 5.9 plot
+  (``studies/results/``); ``DEPENDENCIES`` below;
 * ``AIGC_DEVICE``, the Python version and the name and version of every installed distribution.
 
 A change to any of these selects a new, empty cache folder: every notebook runs again (the cache
@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the course package with its shipped weights and the benchmark results that chapters 5.2 and
 # 5.9 plot. Add a path here when a notebook starts reading a new file. (Third-party packages
 # count through the installed versions, so a pyproject.toml edit alone re-runs nothing.)
-DEPENDENCIES = ("src/aigc_course", "bench/results")
+DEPENDENCIES = ("src/aigc_course",)
 # Environment variables that change the outputs (AIGC_FAST is the mode, part of the key anyway).
 ENV_VARS = ("AIGC_DEVICE",)
 MODES = ("fast", "full")
