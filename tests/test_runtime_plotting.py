@@ -74,3 +74,21 @@ def test_widget_static_fallback_in_book(monkeypatch):
     with pytest.raises(ValueError):
         interactive_figure(draw, "t", [])
     plt.close("all")
+
+
+def test_random_draws_follow_the_generator_and_land_on_the_device():
+    """runtime's draws equal torch's own with the same seed, on the CPU, and honour device and dtype."""
+    from aigc_course import runtime
+
+    def g():
+        return torch.Generator().manual_seed(0)
+
+    torch.testing.assert_close(runtime.randn((3, 4), g(), "cpu"), torch.randn(3, 4, generator=g()))
+    assert runtime.randn((2,), g(), "cpu", dtype=torch.float64).dtype == torch.float64
+    assert torch.equal(runtime.randint(7, (5,), g(), "cpu"), torch.randint(0, 7, (5,), generator=g()))
+    torch.testing.assert_close(runtime.rand((4,), g()), torch.rand(4, generator=g()))
+    probs = torch.tensor([[0.1, 0.2, 0.7], [0.5, 0.5, 0.0]])
+    assert torch.equal(runtime.multinomial(probs, 4, g(), replacement=True),
+                       torch.multinomial(probs, 4, True, generator=g()))
+    assert torch.equal(runtime.bernoulli(probs, g()), torch.bernoulli(probs, generator=g()))
+    assert runtime.randn((2,), None, "meta").device.type == "meta"  # the result lands on the device asked for

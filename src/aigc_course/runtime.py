@@ -65,16 +65,19 @@ def set_seed(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def randn(shape, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def randn(shape, generator: torch.Generator | None = None, device: torch.device | str | None = None,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
     """Standard normal noise of ``shape`` on ``device``, drawn on the generator's own device.
 
     ``torch.randn(..., generator=g, device=d)`` fails when g and d differ (a CPU generator and
     a CUDA model, or the reverse), so the draw happens where the generator lives and the result
     is moved. A seeded CPU generator therefore gives the same noise whatever the model's device.
+    ``dtype`` is that of the draw itself (float64 noise is not float32 noise cast), as in
+    diffusers' ``randn_tensor``.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where).to(device)
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
 def randint(high: int, shape, generator: torch.Generator | None = None,
@@ -84,6 +87,27 @@ def randint(high: int, shape, generator: torch.Generator | None = None,
     device = torch.device(device) if device is not None else torch.device("cpu")
     where = generator.device if generator is not None else device
     return torch.randint(0, high, tuple(shape), generator=generator, device=where).to(device)
+
+
+def rand(shape, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform noise in [0, 1) of ``shape`` on ``device``, drawn on the generator's device (as :func:`randn`)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    where = generator.device if generator is not None else device
+    return torch.rand(tuple(shape), generator=generator, device=where).to(device)
+
+
+def multinomial(probs: torch.Tensor, num_samples: int, generator: torch.Generator | None = None,
+                replacement: bool = False) -> torch.Tensor:
+    """``torch.multinomial`` drawn on the generator's device, returned on the device of ``probs``:
+    a CPU generator also samples from a model on CUDA, and a CUDA one from a model on the CPU."""
+    where = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(where), num_samples, replacement, generator=generator).to(probs.device)
+
+
+def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.bernoulli(probs)`` drawn on the generator's device, returned on the device of ``probs``."""
+    where = generator.device if generator is not None else probs.device
+    return torch.bernoulli(probs.to(where), generator=generator).to(probs.device)
 
 
 def autocast(device: torch.device | str):

@@ -9,8 +9,11 @@ from any network; a sampler needs only ``eps_model(x_t, t) -> predicted noise``.
   ``sample_ddpm`` / ``sample_ddim`` (with a per-step callback), ``guided_eps``;
 * :mod:`~aigc_course.diffusion.pipeline`: ``TextToImage``, Stable Diffusion's four stages at
   MNIST size (chapters 3.8, 5.10, 5.11);
-* :mod:`~aigc_course.diffusion.tiny_sd`: a randomly initialised diffusers Stable Diffusion
-  pipeline built offline (chapter 3.8).
+* :mod:`~aigc_course.diffusion.stable_diffusion`: diffusers' Stable Diffusion by hand (chapter
+  3.8): ``tiny_stable_diffusion`` (a randomly initialised pipeline built offline),
+  ``generate_by_hand`` (the pipeline's loop written out; device, dtype and the generator's device
+  come from its arguments) and ``run_real_stable_diffusion`` (the released weights on a GPU).
+  It needs diffusers and transformers, so it is imported on its own, not re-exported here.
 """
 
 from aigc_course.diffusion.samplers import (

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from aigc_course.runtime import multinomial, randn
+
 
 @dataclass
 class PixelGaussianConfig:
@@ -99,9 +101,9 @@ class PixelGaussian(nn.Module):
             raise RuntimeError("Call fit(x, y) before sample().")
         self._check(None, y)
         y = y.to(self.mu.device)
-        k = torch.multinomial(self.log_pi[y].exp(), 1, generator=generator).squeeze(1)  # (N,) component ids
+        k = multinomial(self.log_pi[y].exp(), 1, generator).squeeze(1)  # (N,) component ids
         mu, sigma = self.mu[y, k], self.sigma[y, k]  # (N, C, H, W)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+        eps = randn(mu.shape, generator, mu.device)  # drawn on the generator's device
         return (mu + temperature * sigma * eps).clamp(-1, 1)
 
     @torch.no_grad()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_course.runtime import multinomial
 from aigc_course.text.decoding import filter_logits
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -160,7 +161,7 @@ class CharRNN(nn.Module):
                 nxt = last.argmax(-1, keepdim=True)  # (B, 1)
             else:
                 probs = F.softmax(filter_logits(last / temperature, top_k, top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+                nxt = multinomial(probs, 1, generator)  # (B, 1), drawn on the generator's device
             out.append(nxt)
             logits, state = self.forward_state(nxt, state)  # step 4: one token, carried state
         self.train(was_training)

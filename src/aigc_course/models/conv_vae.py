@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aigc_course.models.gaussian import active_units, gaussian_kl, reparameterize
-from aigc_course.runtime import randn
+from aigc_course.runtime import bernoulli, randn
 
 __all__ = ["ConvVAE", "ConvVAEConfig", "binarize", "active_units", "gaussian_kl"]
 
@@ -58,7 +58,7 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity in [0, 1]."""
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise ValueError("binarize expects intensities in [0, 1]: load with image_tensors(..., scale='[0, 1]').")
-    return torch.bernoulli(x, generator=generator)
+    return bernoulli(x, generator)  # drawn on the generator's device
 
 
 class ConvVAE(nn.Module):
@@ -165,7 +165,7 @@ class ConvVAE(nn.Module):
         z = temperature * randn((n, self.config.latent_dim), generator, self.device)
         probs = self.decode(z)
         if binary:
-            return torch.bernoulli(probs.cpu(), generator=generator).to(probs.device)
+            return bernoulli(probs, generator)
         return probs
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_course.runtime import multinomial
 from aigc_course.text.decoding import filter_logits
 
 
@@ -190,7 +191,7 @@ class GPT(nn.Module):
                 nxt = logits.argmax(-1, keepdim=True)
             else:
                 probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
+                nxt = multinomial(probs, 1, generator)  # on the generator's device
             idx = torch.cat([idx, nxt], dim=1)
         self.train(was_training)
         return idx

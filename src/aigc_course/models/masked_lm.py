@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aigc_course.models.gpt import Block, GPTConfig, init_gpt2_weights
+from aigc_course.runtime import rand, randint
 from aigc_course.text.masking import IGNORE_INDEX, mask_tokens
 
 
@@ -87,8 +88,8 @@ def bert_mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float 
     targets = targets.masked_fill(special, IGNORE_INDEX)
     chosen = targets != IGNORE_INDEX
     # Step 2: of the chosen tokens, a fraction `replace` gets a random id, `keep` its own id.
-    u = torch.rand(ids.shape, generator=generator).to(ids.device)
-    random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator).to(ids.device)
+    u = rand(ids.shape, generator).to(ids.device)  # drawn on the generator's device
+    random_ids = randint(vocab_size, ids.shape, generator).to(ids.device)
     bad = random_ids == mask_id
     for s in special_ids:
         bad |= random_ids == s

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from aigc_course.models.gaussian import gaussian_kl, reparameterize
+from aigc_course.runtime import randn
 
 
 @dataclass
@@ -191,7 +192,7 @@ class TextVAE(nn.Module):
     @torch.no_grad()
     def sample_prior(self, n: int, max_len: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
         """Greedy decodes of n codes drawn from the prior p(z) = N(0, I)."""
-        z = torch.randn(n, self.config.latent_dim, generator=generator)
+        z = randn((n, self.config.latent_dim), generator)  # drawn on the generator's device
         return self.decode_greedy(z, max_len)
 
     @staticmethod

@@ -27,7 +27,7 @@ from aigc_course.models.embeddings import timestep_embedding
 from aigc_course.models.gan import GAN
 from aigc_course.models.gaussian import gaussian_kl, reparameterize
 from aigc_course.models.mlp import MLP, MLPConfig
-from aigc_course.runtime import randn
+from aigc_course.runtime import multinomial, rand, randn
 
 
 def _check_points(x: torch.Tensor, dim: int, name: str = "x") -> None:
@@ -96,10 +96,10 @@ class ToyAutoregressive(nn.Module):
         """1. b1 ~ P(b1); 2. b2 ~ P(b2 | b1); 3. uniform jitter inside the two bins. -> (n, 2)."""
         device = _device(self)
         p1 = F.softmax(self.logits_x1, -1).cpu()
-        b1 = torch.multinomial(p1.expand(n, -1), 1, replacement=True, generator=generator)[:, 0]
+        b1 = multinomial(p1.expand(n, -1), 1, generator, replacement=True)[:, 0]
         p2 = F.softmax(self.logits_x2(b1.to(device)), -1).cpu()  # (n, K)
-        b2 = torch.multinomial(p2, 1, generator=generator)[:, 0]
-        u = torch.rand(n, 2, generator=generator)
+        b2 = multinomial(p2, 1, generator)[:, 0]
+        u = rand((n, 2), generator)
         x = self.config.lo + (torch.stack([b1, b2], 1).float() + u) * self.bin_width
         return x.to(device)
 

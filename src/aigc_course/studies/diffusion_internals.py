@@ -22,6 +22,7 @@ import torch
 
 from aigc_course.diffusion import NoiseSchedule, ddim_timesteps, sample_ddim, sample_ddpm
 from aigc_course.plotting import make_grid
+from aigc_course.runtime import randn
 
 
 def _check_steps(schedule: NoiseSchedule, ts: Sequence[int]) -> list[int]:
@@ -44,7 +45,7 @@ def forward_strip(x0: torch.Tensor, schedule: NoiseSchedule, ts: Sequence[int],
 
     x0: (B, C, H, W) in [-1, 1]. Returns (len(ts), B, C, H, W)."""
     ts = _check_steps(schedule, ts)
-    eps = torch.randn(x0.shape, generator=generator).to(x0)
+    eps = randn(x0.shape, generator).to(x0)  # drawn on the generator's device
     return torch.stack([schedule.q_sample(x0, torch.tensor(t), eps) for t in ts])
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from aigc_course.runtime import randint
+
 
 def _check(data: torch.Tensor, block_size: int, batch_size: int) -> None:
     if not torch.is_tensor(data) or data.dim() != 1:
@@ -53,7 +55,7 @@ def random_windows(data: torch.Tensor, length: int, batch_size: int,
         raise ValueError(f"length and batch_size must be >= 1, got {length} and {batch_size}.")
     if length > len(data):
         raise ValueError(f"Window length {length} is longer than the data ({len(data)} tokens).")
-    starts = torch.randint(0, len(data) - length + 1, (batch_size,), generator=generator)  # (B,)
+    starts = randint(len(data) - length + 1, (batch_size,), generator)  # (B,), on the generator's device, then the CPU
     offsets = torch.arange(length)  # (T,)
     return data[starts[:, None] + offsets[None, :]]  # (B, T)
 

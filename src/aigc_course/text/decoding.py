@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from aigc_course.runtime import multinomial
+
 NextLogits = Callable[[torch.Tensor], torch.Tensor]
 STRATEGIES = ("greedy", "sample", "beam")
 
@@ -198,7 +200,8 @@ def sample(next_logits: NextLogits, prompt: torch.Tensor, n: int, temperature: f
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw n tokens one at a time from the processed distribution: (B, T) -> (B, T + n).
 
-    A seeded ``generator`` (on the logits' device) makes the draws repeat exactly.
+    A seeded ``generator`` makes the draws repeat exactly; it may live on the CPU or on the
+    logits' device (the draw happens on the generator's, :func:`aigc_course.runtime.multinomial`).
     """
     for check, value in ((_check_temperature, temperature), (_check_top_k, top_k),
                          (_check_top_p, top_p), (_check_penalty, repetition_penalty)):
@@ -208,7 +211,7 @@ def sample(next_logits: NextLogits, prompt: torch.Tensor, n: int, temperature: f
         logits = next_logits(ids)
         _check_logits(logits)
         logits = process_logits(logits.float(), ids, temperature, top_k, top_p, repetition_penalty)
-        nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+        nxt = multinomial(F.softmax(logits, dim=-1), 1, generator)  # (B, 1)
         ids = torch.cat([ids, nxt], dim=1)
     return ids
 

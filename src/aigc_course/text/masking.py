@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from aigc_course.runtime import rand
 from aigc_course.text.batches import random_windows
 
 IGNORE_INDEX = -100  # targets with this value are skipped by F.cross_entropy
@@ -45,7 +46,7 @@ def mask_tokens(ids: torch.Tensor, mask_id: int, p: float = 0.15,
         raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}.")
     if bool((ids == mask_id).any()):
         raise ValueError(f"ids already contain mask_id={mask_id}; it must be a new token id.")
-    chosen = torch.rand(ids.shape, generator=generator) < p  # (B, T) True where masked
+    chosen = rand(ids.shape, generator) < p  # (B, T) True where masked; drawn on the generator's device
     chosen = chosen.to(ids.device)
     inputs = ids.masked_fill(chosen, mask_id)
     targets = ids.masked_fill(~chosen, IGNORE_INDEX)

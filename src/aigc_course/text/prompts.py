@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from aigc_course.runtime import randint
 from aigc_course.text.vocab import PAD, Vocab
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -44,7 +45,7 @@ def prompt(label: int, template: str = "a handwritten {w}") -> str:
 def random_prompts(labels: torch.Tensor, generator: torch.Generator | None = None,
                    templates: tuple[str, ...] = TRAIN_TEMPLATES) -> list[str]:
     """One prompt per label, with a template drawn uniformly (seeded by ``generator``)."""
-    idx = torch.randint(0, len(templates), (len(labels),), generator=generator)
+    idx = randint(len(templates), (len(labels),), generator)  # drawn on the generator's device
     return [prompt(int(y), templates[int(i)]) for y, i in zip(labels, idx)]
 
 

@@ -94,7 +94,9 @@ def random_batches(*tensors: torch.Tensor, batch_size: int, generator: torch.Gen
     n = len(tensors[0])
 
     def get_batch(step: int):
-        idx = torch.randint(0, n, (batch_size,), generator=generator)  # (B,)
+        # drawn on the generator's device (a CUDA generator works too), indices kept on the CPU
+        where = generator.device if generator is not None else None
+        idx = torch.randint(0, n, (batch_size,), generator=generator, device=where).cpu()  # (B,)
         return tensors[0][idx] if len(tensors) == 1 else tuple(x[idx] for x in tensors)
 
     return get_batch
