@@ -66,7 +66,7 @@ def _strip_markdown(text: str) -> str:
     text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
     # math is derivation written by hand (ln 65 ~ 4.17, e^-2 = 0.135): checked by the math
     # chapters' assertions, not by a run's outputs
-    text = re.sub(r"\$\$.*?\$\$|\$[^$\n]+\$", " ", text, flags=re.S)
+    text = re.sub(r"\$\$.*?\$\$|\$[^$]+?\$", " ", text, flags=re.S)
     return text
 
 
@@ -80,7 +80,10 @@ def _decimals(s: str) -> int:
 
 
 def numbers_in(text: str) -> list[str]:
-    return ANY_NUMBER.findall(text)
+    """Every number of ``text``; one in scientific notation also gives its mantissa (5.85e+12 is
+    quoted in prose as 5.85 x 10^12)."""
+    found = ANY_NUMBER.findall(text)
+    return found + [n.split("e")[0].split("E")[0] for n in found if "e" in n.lower()]
 
 
 def output_text(cell: dict) -> str:
