@@ -10,7 +10,7 @@ When the code changes, those numbers drift. This script makes drift visible:
 2. Without ``--record`` it checks every decimal in every chapter's prose (markdown cells) and
    lists those that come from nowhere. A decimal is accounted for when it is
    * printed by the chapter's last full-mode run (``measured_numbers.json``), rounded as the
-     prose rounds it (0.8654 -> "0.87", and 0.874 -> "87.4%");
+     prose rounds it (0.8654 -> "0.87", 0.874 -> "87.4%", 440,577 -> "0.44 M");
    * written in the chapter's own code (a hyper-parameter, a constant);
    * a metric of a shipped weights card or a shipped benchmark result;
    * cited: the sentence names a paper ({cite} role, "et al.", or a year in parentheses);
@@ -41,7 +41,7 @@ PACKAGE_DATA = [ROOT / "src" / "aigc_course" / "weights", ROOT / "src" / "aigc_c
 PROSE_DECIMAL = re.compile(r"(?<![\w.\-/])(?<![A-Za-z]-)[-−]?\d[\d,]*\.\d+%?(?![\w.]*\w)")
 ANY_NUMBER = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 CITED = re.compile(r"\{cite|et al\.|\((?:[^()]*\b)?(?:19|20)\d\d[a-z]?\)|\b(?:19|20)\d\d[a-z]?\)|arXiv|https?://")
-CHAPTER_CONTEXT = re.compile(r"(?i)(chapters?|sections?|notebooks?|parts?|§|see|in|and|,|to|then|from)\s*$")
+CHAPTER_CONTEXT = re.compile(r"(?i)(chapters?|sections?|notebooks?|parts?|§|see|in|and|,|to|then|from|^#+|\n#+)\s*$")
 VERSION_CONTEXT = re.compile(r"(?i)(python|version|v|torch|pytorch|cuda|sd|diffusion|gpt|llama|jupyter book|"
                              r"numpy|transformers|diffusers|sacrebleu|release|unicode|mnist)[\s-]*$")
 
@@ -129,9 +129,10 @@ def _card_numbers() -> list[float]:
     return values
 
 
-def _matches(prose: str, candidates: list[float]) -> bool:
-    x, d = _as_float(prose), _decimals(prose)
-    tol = 0.5 * 10 ** -d + 1e-9
+def _matches(prose: str, candidates: list[float], scale: float = 1.0) -> bool:
+    """``prose`` equals a candidate rounded to the prose's decimals (``scale`` 1e6 for "0.44 M")."""
+    x, d = _as_float(prose) * scale, _decimals(prose)
+    tol = (0.5 * 10 ** -d + 1e-9) * scale
     for y in candidates:
         if abs(y - x) <= tol:
             return True
@@ -166,7 +167,9 @@ def check() -> list[dict]:
             text = _strip_markdown("".join(cell["source"]))
             for m in PROSE_DECIMAL.finditer(text):
                 prose, before = m.group(0), text[max(0, m.start() - 30):m.start()]
-                if prose in allowed or _matches(prose, candidates):
+                after = text[m.end():m.end() + 10]
+                scale = 1e6 if re.match(r"\s?(M\b|M-|million)", after) else 1e3 if re.match(r"\s?(k\b|thousand)", after) else 1.0
+                if prose in allowed or _matches(prose, candidates, scale):
                     continue
                 if prose.rstrip("%") in ids and CHAPTER_CONTEXT.search(before):
                     continue
