@@ -13,7 +13,8 @@ When the code changes, those numbers drift. This script makes drift visible:
      prose rounds it (0.8654 -> "0.87", 0.874 -> "87.4%", 440,577 -> "0.44 M");
    * written in the chapter's own code (a hyper-parameter, a constant);
    * a metric of a shipped weights card or a shipped benchmark result;
-   * cited: the sentence names a paper ({cite} role, "et al.", or a year in parentheses);
+   * cited: the sentence names a paper ({cite} role, "et al.", or a year in parentheses), or
+     it stands in the chapter's reference list;
    * a chapter number ("chapter 3.4", "5.9 and 5.10") or a version ("Python 3.11", "SD 1.5");
    * inside math (``$...$``): a derivation written out by hand, which the math chapters check
      with assertions;
@@ -164,7 +165,8 @@ def check() -> list[dict]:
         for cell in nb["cells"]:
             if cell["cell_type"] != "markdown":
                 continue
-            text = _strip_markdown("".join(cell["source"]))
+            # the reference list quotes the papers (a baseline's published loss, a page range)
+            text = _strip_markdown(re.split(r"(?m)^#+ References\s*$", "".join(cell["source"]))[0])
             for m in PROSE_DECIMAL.finditer(text):
                 prose, before = m.group(0), text[max(0, m.start() - 30):m.start()]
                 after = text[m.end():m.end() + 10]
