@@ -31,6 +31,7 @@ from aigc_course.models.masked_lm import MaskedLM, MaskedLMConfig
 from aigc_course.models.mini_clip import MiniCLIP, MiniCLIPConfig
 from aigc_course.models.mlp import MLP, MLPConfig
 from aigc_course.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from aigc_course.models.tabular_vae import TabularVAE, TabularVAEConfig
 from aigc_course.models.text_vae import TextVAE, TextVAEConfig
 from aigc_course.models.toy2d import (
     ToyARConfig,
@@ -53,6 +54,7 @@ ARCHS = {
     "seq2seq": "aigc_course.models.seq2seq:Seq2Seq:Seq2SeqConfig",
     "masked_lm": "aigc_course.models.masked_lm:MaskedLM:MaskedLMConfig",
     "text_vae": "aigc_course.models.text_vae:TextVAE:TextVAEConfig",
+    "tabular_vae": "aigc_course.models.tabular_vae:TabularVAE:TabularVAEConfig",
     "unet": "aigc_course.models.unet:UNet:UNetConfig",
     "captioner": "aigc_course.models.captioner:Captioner:CaptionerConfig",
     "dcgan": "aigc_course.models.gan:DCGAN:DCGANConfig",
@@ -88,7 +90,7 @@ __all__ = [
     "CNNClassifier", "CNNConfig", "Captioner", "CaptionerConfig", "CharRNN", "CharRNNConfig", "ConvVAE",
     "ConvVAEConfig", "DCGAN", "DCGANConfig", "GAN", "GPT", "GPTConfig", "LatentDiffusion", "LatentDiffusionConfig",
     "MLP", "MLPConfig", "MLPGAN", "MLPGANConfig", "MaskedLM", "MaskedLMConfig", "MiniCLIP", "MiniCLIPConfig",
-    "MinibatchStdDev", "PixelGaussian", "PixelGaussianConfig", "Seq2Seq", "Seq2SeqConfig", "TextVAE",
+    "MinibatchStdDev", "PixelGaussian", "PixelGaussianConfig", "Seq2Seq", "Seq2SeqConfig", "TabularVAE", "TabularVAEConfig", "TextVAE",
     "TextVAEConfig", "ToyARConfig", "ToyAutoregressive", "ToyDiffusion", "ToyDiffusionConfig", "ToyGAN",
     "ToyGANConfig", "ToyVAE", "ToyVAEConfig", "UNet", "UNetConfig", "active_units", "gaussian_kl",
     "reparameterize", "timestep_embedding",

@@ -24,6 +24,12 @@ RECIPES = {
     "txt2img_mnist": "aigc_course.recipes.txt2img_mnist",
     "latent_diffusion_mnist": "aigc_course.recipes.latent_diffusion_mnist",
     "conv_vae_mnist": "aigc_course.recipes.conv_vae_mnist",
+    "fashion_diffusion": "aigc_course.recipes.fashion_diffusion",
+    "fashion_cnn": "aigc_course.recipes.fashion_cnn",
+    "copy_gpt": "aigc_course.recipes.copy_gpt",
+    "gpt_levels": "aigc_course.recipes.gpt_levels",
+    "gpt_abc": "aigc_course.recipes.gpt_abc",
+    "masked_lm_tatoeba": "aigc_course.recipes.masked_lm_tatoeba",
 }
 
 
