@@ -1,12 +1,15 @@
 """Denoising diffusion: the schedule, the samplers and the text-to-image pipeline.
 
-Used by chapters 2.3, 3.7, 3.8, 4.5 and 5.9-5.13. The schedule is an object of its own, apart
+Used by chapters 2.3, 3.7, 3.8, 4.5, 5.9-5.13 and 6.4. The schedule is an object of its own, apart
 from any network; a sampler needs only ``eps_model(x_t, t) -> predicted noise``.
 
 * :mod:`~aigc_course.diffusion.schedule`: ``NoiseSchedule`` (betas, abar_t, the forward process
   and the posterior) and the training loss ``eps_loss``;
 * :mod:`~aigc_course.diffusion.samplers`: ``ddpm_step``, ``ddim_step`` and the loops
-  ``sample_ddpm`` / ``sample_ddim`` (with a per-step callback), ``guided_eps``;
+  ``sample_ddpm`` / ``sample_ddim`` (with a per-step callback, and for editing a start part-way
+  down the schedule and a hook that replaces known pixels), ``guided_eps``;
+* :mod:`~aigc_course.diffusion.editing`: image editing with those samplers (chapter 6.4): SDEdit,
+  RePaint inpainting, DDIM inversion and slerp;
 * :mod:`~aigc_course.diffusion.pipeline`: ``TextToImage``, Stable Diffusion's four stages at
   MNIST size (chapters 3.8, 5.10, 5.11);
 * :mod:`~aigc_course.diffusion.stable_diffusion`: diffusers' Stable Diffusion by hand (chapter

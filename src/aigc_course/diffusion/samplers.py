@@ -27,6 +27,8 @@ from aigc_course.runtime import randn
 
 # callback(t, xt, eps): the step t, the sample x_t before the step and the predicted noise
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+# replace(t, xt) -> xt: edits the sample before each step (t = -1: the final sample), chapter 6.4
+ReplaceHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def ddpm_step(schedule: NoiseSchedule, xt: torch.Tensor, t: int, eps: torch.Tensor,
@@ -122,20 +124,31 @@ def sample_ddpm(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], gene
 def sample_ddim(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], num_steps: int = 50,
                 generator: torch.Generator | None = None, device: str | torch.device = "cpu",
                 clip_x0: bool = True, x: torch.Tensor | None = None, eta: float = 0.0,
-                callback: StepCallback | None = None, **model_kwargs) -> torch.Tensor:
+                callback: StepCallback | None = None, skip_steps: int = 0,
+                replace: ReplaceHook | None = None, **model_kwargs) -> torch.Tensor:
     """DDIM sampling in ``num_steps`` steps. With ``eta = 0`` (the default) it is deterministic:
     the same starting noise ``x`` always gives the same image; ``eta > 0`` draws fresh noise at
-    every step from ``generator`` (chapter 5.9 measures what it changes)."""
+    every step from ``generator`` (chapter 5.9 measures what it changes).
+
+    Two hooks serve the editing samplers of chapter 6.4 (:mod:`aigc_course.diffusion.editing`):
+    ``skip_steps`` starts the run at the (skip_steps + 1)-th step of the schedule, with ``x`` a
+    sample at that step (SDEdit); ``replace(t, x_t) -> x_t`` is applied before every network call
+    and, with t = -1, to the final sample (RePaint puts the known pixels back)."""
     x = _start(shape, x, generator, device)
     steps = ddim_timesteps(schedule.num_steps, num_steps)
+    if not 0 <= skip_steps <= len(steps):
+        raise ValueError(f"skip_steps must be in 0 .. {len(steps)}, got {skip_steps}.")
+    steps = steps[skip_steps:]
     for i, t in enumerate(steps):
         prev_t = steps[i + 1] if i + 1 < len(steps) else -1
+        if replace is not None:
+            x = replace(t, x)
         eps = eps_model(x, torch.full((shape[0],), t, device=device), **model_kwargs)
         if callback is not None:
             callback(t, x, eps)
         noise = randn(x.shape, generator, device) if eta > 0 else None
         x = ddim_step(schedule, x, t, prev_t, eps, clip_x0=clip_x0, eta=eta, noise=noise)
-    return x
+    return x if replace is None else replace(-1, x)
 
 
 def guided_eps(model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, scale: float = 1.0,
