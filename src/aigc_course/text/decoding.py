@@ -197,11 +197,14 @@ def greedy(next_logits: NextLogits, prompt: torch.Tensor, n: int) -> torch.Tenso
 @torch.no_grad()
 def sample(next_logits: NextLogits, prompt: torch.Tensor, n: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None,
+           logits_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Draw n tokens one at a time from the processed distribution: (B, T) -> (B, T + n).
 
     A seeded ``generator`` makes the draws repeat exactly; it may live on the CPU or on the
     logits' device (the draw happens on the generator's, :func:`aigc_course.runtime.multinomial`).
+    ``logits_hook(logits (B, V), ids (B, T)) -> logits (B, V)``, if given, changes the model's raw
+    logits before steps 1-5 (the green-list watermark of chapter 6.7 adds its bias there).
     """
     for check, value in ((_check_temperature, temperature), (_check_top_k, top_k),
                          (_check_top_p, top_p), (_check_penalty, repetition_penalty)):
@@ -210,6 +213,8 @@ def sample(next_logits: NextLogits, prompt: torch.Tensor, n: int, temperature: f
     for _ in range(n):
         logits = next_logits(ids)
         _check_logits(logits)
+        if logits_hook is not None:
+            logits = logits_hook(logits.float(), ids)
         logits = process_logits(logits.float(), ids, temperature, top_k, top_p, repetition_penalty)
         nxt = multinomial(F.softmax(logits, dim=-1), 1, generator)  # (B, 1)
         ids = torch.cat([ids, nxt], dim=1)
