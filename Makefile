@@ -45,11 +45,14 @@ book-fast: setup
 	$(BIN)/python scripts/build_book.py fast --path-output _build/fast $(BOOK_OPTS)
 	@echo "Book built (fast mode): file://$(abspath _build/fast/_build/html/index.html)"
 
-# Unit tests, every notebook through nbval (fast mode) and the book build + rendering check,
-# spread over two processes (one test file or notebook per process at a time), one thread each
-# so that the two never oversubscribe the cores.
+# Unit tests and the notebooks, spread over two processes (one test file per process at a time),
+# one thread each so that the two never oversubscribe the cores. Every notebook runs twice, in
+# fast mode: through nbval against the installed wheel (tests/test_installed_package.py, which
+# also compares the `# NBVAL_CHECK_OUTPUT` cells with notebooks/checked_outputs.json) and from
+# the source tree in the book build with warnings as errors (tests/test_book.py). One notebook
+# through nbval from the source tree: see CONTRIBUTING.md, "Checking a notebook".
 test: setup
-	AIGC_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+	AIGC_FAST=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
