@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "aigc_course"
 
 CORE = {"__init__", "runtime", "checkpoint", "pretrained", "plotting", "widgets", "cli"}
 TOPIC_FOLDERS = {"data", "models", "train", "diffusion", "recipes", "text", "metrics", "concepts", "maths", "studies",
-                 "apps"}
+                 "apps", "assistant"}
 MAX_LINES = 350
 MAX_MODULES = 12  # per folder, __init__ included, except the two registries below
 # models/ holds one family per file (plus the two parts families share); recipes/ one module
