@@ -218,11 +218,17 @@ def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str 
     (``tokenizer`` may be a dict such as ``{"src": ..., "tgt": ...}``: one file per entry).
 
     The card is written last, atomically, with the SHA-256 of the files just written (``card``
-    itself is not changed); returns the path of the weights."""
+    itself is not changed); returns the path of the weights. Under ``torchrun`` only rank 0
+    writes; the other ranks wait for it at a barrier (chapter 5.15)."""
+    from aigc_course.train.distributed import barrier, is_main_process
+
     out = Path(out_dir) if out_dir else user_weights_dir()
     for key in ("arch", "config", "train_command", "metrics"):
         if key not in card:
             raise ValueError(f"A weights card needs the key {key!r}.")
+    if not is_main_process():
+        barrier()  # until rank 0 has written every file
+        return out / f"{name}.safetensors"
     state, tied = {}, {}
     seen: dict[tuple, str] = {}
     for key, t in model.state_dict().items():  # store tied weights (GPT's embedding = head) once
@@ -250,4 +256,5 @@ def save_pretrained(model: torch.nn.Module, name: str, card: dict, out_dir: str 
         os.replace(tmp, card_path)
     finally:
         tmp.unlink(missing_ok=True)
+    barrier()
     return path

@@ -45,12 +45,16 @@ def pick(fast, full):
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """CUDA if available, then Apple MPS, then CPU. ``prefer`` (or ``AIGC_DEVICE``) overrides."""
+    """CUDA if available, then Apple MPS, then CPU. ``prefer`` (or ``AIGC_DEVICE``) overrides.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) each process gets its own GPU, ``cuda:LOCAL_RANK``
+    (chapter 5.15)."""
     prefer = prefer or os.environ.get("AIGC_DEVICE")
     if prefer:
         return torch.device(prefer)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        local_rank = os.environ.get("LOCAL_RANK")
+        return torch.device(f"cuda:{int(local_rank)}") if local_rank is not None else torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

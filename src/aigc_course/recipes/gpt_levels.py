@@ -29,6 +29,7 @@ from aigc_course.pretrained import save_pretrained
 from aigc_course.recipes.cards import choose_recipe
 from aigc_course.recipes.char_gpt import CharGPTRecipe, train_char_gpt
 from aigc_course.text.tokenizers import CharTokenizer
+from aigc_course.train.distributed import barrier, is_main_process
 
 NAME = "gpt_levels"
 N_TRAIN, N_VAL = 4000, 200
@@ -74,7 +75,12 @@ def flat_level_metrics(free: dict, constrained: dict) -> dict:
 def ship_float16(name: str, card: dict, trained_dir: str | Path, tokenizer, out_dir=None,
                  measure=None) -> tuple[GPT, dict]:
     """Reload the GPT that ``train_char_gpt`` wrote to ``trained_dir``, round it to float16,
-    add ``measure(model)`` (metrics of the rounded model) to the card and save it as ``name``."""
+    add ``measure(model)`` (metrics of the rounded model) to the card and save it as ``name``.
+    Under torchrun only rank 0 wrote ``trained_dir``: it measures and saves, the other ranks
+    wait for it and get ``(None, card)``."""
+    if not is_main_process():
+        barrier()  # paired with the one at the end of rank 0's save_pretrained
+        return None, card
     tensors, _ = load_tensors(Path(trained_dir) / f"{name}.safetensors")
     model = GPT(GPTConfig(**card["config"]))
     missing, unexpected = model.load_state_dict(tensors, strict=False)

@@ -5,6 +5,11 @@ generator and a discriminator with two losses and two optimisers (Goodfellow et 
 algorithm 1), so it has a loop of its own. It works for any model with ``generator``,
 ``discriminator``, ``d_loss(x_real)`` and ``g_loss(n)``: the GANs of
 :mod:`aigc_course.models.gan` and the toy GAN of :mod:`aigc_course.models.toy2d`.
+
+Under ``torchrun`` with W > 1 processes (chapter 5.15) both losses run inside one DDP wrapper
+(``find_unused_parameters``: the discriminator's pass leaves the generator unused): each rank takes
+its B / W rows of every global real batch and draws its own B / W codes z, and the gradients of
+both players are averaged over the ranks. Only rank 0 shows progress.
 """
 
 from __future__ import annotations
@@ -17,7 +22,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aigc_course.runtime import is_quiet
+from aigc_course.train.distributed import (
+    all_reduce_mean,
+    data_parallel,
+    dist_info,
+    reseed_rank,
+    shard_batch,
+)
 from aigc_course.train.loop import History, random_batches
+
+
+class _GANLosses(nn.Module):
+    """``forward("d", x_real) = model.d_loss(x_real)``, ``forward("g", n) = model.g_loss(n)``: one
+    module for DDP to wrap, so that both players' gradients are all-reduced."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, which: str, arg):
+        return self.model.d_loss(arg) if which == "d" else self.model.g_loss(arg)
 
 
 def train_gan(model: nn.Module, data, steps: int = 1000, batch_size: int = 64, lr: float = 2e-4,
@@ -39,22 +63,33 @@ def train_gan(model: nn.Module, data, steps: int = 1000, batch_size: int = 64, l
         get_batch = data
     else:
         raise ValueError(f"data must be a tensor (N, ...) or a function step -> batch, got {type(data).__name__}.")
+    info = dist_info()
+    d_loss, g_loss, n_fake = model.d_loss, model.g_loss, batch_size
+    if info.distributed:
+        if batch_size % info.world_size:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the {info.world_size} processes.")
+        reseed_rank(info.rank)  # each rank its own codes z
+        net = data_parallel(_GANLosses(model), device, find_unused_parameters=True)
+        d_loss, g_loss, n_fake = (lambda x: net("d", x)), (lambda n: net("g", n)), batch_size // info.world_size
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr if lr_d is None else lr_d, betas=betas)
     opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
     hist_d, hist_g = History(), History()
-    quiet = is_quiet() if progress is None else not progress
+    quiet = (is_quiet() if progress is None else not progress) or not info.is_main
     t0 = time.perf_counter()
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=quiet, leave=False)
     for step in bar:
         # 1. k discriminator steps: real batch vs detached fakes, only opt_d steps
         for _ in range(d_steps):
-            loss_d = model.d_loss(get_batch(step).to(device))
+            real = get_batch(step)
+            if info.distributed:
+                real = shard_batch(real, info.rank, info.world_size)  # this rank's B / W rows
+            loss_d = d_loss(real.to(device))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
         # 2. one generator step through D; D's gradients from it are cleared before D's next step
-        loss_g = model.g_loss(batch_size)
+        loss_g = g_loss(n_fake)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -62,7 +97,7 @@ def train_gan(model: nn.Module, data, steps: int = 1000, batch_size: int = 64, l
             raise FloatingPointError(f"GAN losses diverged at step {step}: lower the learning rate.")
         for h, v in ((hist_d, loss_d), (hist_g, loss_g)):
             h.steps.append(step)
-            h.loss.append(v.item())
+            h.loss.append(all_reduce_mean(v).item())  # the mean over the ranks
         if on_step is not None:
             on_step(step)
         if not quiet and step % 20 == 0:

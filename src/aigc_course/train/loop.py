@@ -8,11 +8,16 @@ adds what real training needs:
    moved to the model's device;
 2. mixed precision on CUDA (bf16, or fp16 with a gradient scaler) and gradient clipping;
 3. a progress bar (hidden in CI), a loss history, periodic evaluation;
-4. checkpoints in safetensors written atomically, and resuming from the last one.
+4. checkpoints in safetensors written atomically, and resuming from the last one (with the
+   state of the data stream and of the random generators, so a resumed run continues exactly);
+5. gradient accumulation (``accum_steps`` micro-batches per optimizer step) and, when a process
+   group of several processes is initialised (``torchrun``), data parallelism with DDP: each rank
+   trains on its shard of every global batch (chapter 5.15, :mod:`aigc_course.train.distributed`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import time
@@ -25,6 +30,17 @@ from tqdm.auto import tqdm
 
 from aigc_course.checkpoint import load_checkpoint, save_checkpoint
 from aigc_course.runtime import amp_dtype, autocast, is_quiet
+from aigc_course.train.distributed import (
+    LossModule,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    data_parallel,
+    dist_info,
+    gather_objects,
+    reseed_rank,
+    shard_batch,
+)
 
 
 @dataclass
@@ -43,6 +59,8 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA (no effect on CPU)
     progress: bool | None = None  # None: on, except in CI / AIGC_QUIET
     desc: str = "train"
+    accum_steps: int = 1  # micro-batches per optimizer step (the batch is cut into this many blocks)
+    find_unused_parameters: bool = False  # DDP only: set if the loss leaves some parameters unused
 
 
 @dataclass
@@ -83,23 +101,47 @@ def to_device(batch, device):
     return batch
 
 
-def random_batches(*tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
+def state_text(state: torch.Tensor) -> str:
+    """A generator's state (a uint8 tensor, ``g.get_state()``) as text, for a checkpoint's JSON."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def text_state(text: str) -> torch.Tensor:
+    """Undo :func:`state_text`: the uint8 tensor for ``g.set_state``."""
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+class RandomBatches:
+    """``step -> batch``: what :func:`random_batches` returns; ``state_dict`` / ``load_state_dict``
+    save and restore the generator, so :func:`fit` resumes the stream of batches exactly."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator | None):
+        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+
+    def __call__(self, step: int):
+        # drawn on the generator's device (a CUDA generator works too), indices kept on the CPU
+        n, g = len(self.tensors[0]), self.generator
+        idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device if g is not None else None).cpu()  # (B,)
+        return self.tensors[0][idx] if len(self.tensors) == 1 else tuple(x[idx] for x in self.tensors)
+
+    def state_dict(self) -> dict:
+        return {"generator": state_text(self.generator.get_state())} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(text_state(state["generator"]))
+
+
+def random_batches(*tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> RandomBatches:
     """A function ``step -> batch`` for :func:`fit`: a random mini-batch of ``tensors`` (the same
     rows of each), drawn with replacement across steps from ``generator`` (a seeded generator
-    makes the run repeat). One tensor gives a tensor, several give a tuple."""
+    makes the run repeat). One tensor gives a tensor, several give a tuple. Under DDP the batch is
+    the global one; :func:`fit` gives each rank its shard."""
     if not tensors or any(len(x) != len(tensors[0]) for x in tensors):
         raise ValueError("random_batches needs one or more tensors with the same number of rows.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    n = len(tensors[0])
-
-    def get_batch(step: int):
-        # drawn on the generator's device (a CUDA generator works too), indices kept on the CPU
-        where = generator.device if generator is not None else None
-        idx = torch.randint(0, n, (batch_size,), generator=generator, device=where).cpu()  # (B,)
-        return tensors[0][idx] if len(tensors) == 1 else tuple(x[idx] for x in tensors)
-
-    return get_batch
+    return RandomBatches(tensors, batch_size, generator)
 
 
 def _batches(data, start: int):
@@ -128,6 +170,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _rng_state(device: torch.device) -> dict:
+    """The global generators (dropout, noise drawn in a model) of this process, for a checkpoint."""
+    cuda = {"cuda": state_text(torch.cuda.get_rng_state(device))} if device.type == "cuda" else {}
+    return {"cpu": state_text(torch.get_rng_state()), **cuda}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(text_state(state["cpu"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(text_state(state["cuda"]), device)
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None, eval_fn: Callable | None = None,
         history: History | None = None, on_step: Callable[[int], None] | None = None) -> History:
@@ -136,34 +190,61 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
     Args:
         loss_fn: ``loss_fn(model, batch) -> loss`` (a scalar tensor, or a dict with key "loss";
             the other entries are averaged into the progress bar).
-        data: an iterable of batches (cycled) or a function ``step -> batch``.
+        data: an iterable of batches (cycled) or a function ``step -> batch``. If it has
+            ``state_dict`` / ``load_state_dict`` (as :func:`random_batches`), checkpoints save its
+            state and a resumed run continues the same stream of batches.
         eval_fn: ``eval_fn(model) -> dict of floats``, called every ``cfg.eval_every`` steps and
-            at the end, under ``torch.no_grad()`` with the model in eval mode.
+            at the end, under ``torch.no_grad()`` with the model in eval mode (on rank 0 only).
         on_step: ``on_step(step)`` after each optimizer step (e.g. to update an EMA copy).
+
+    Under a process group of W > 1 processes (``torchrun``), every rank calls ``fit`` with the same
+    data: each batch is the global batch B, of which each rank trains on its B / W rows, the model
+    is wrapped in DDP (gradients averaged over the ranks), and steps, learning rate and the logged
+    loss refer to the global batch. Only rank 0 shows progress, evaluates and writes checkpoints.
     """
     cfg = cfg or TrainConfig()
+    if cfg.accum_steps < 1:
+        raise ValueError(f"accum_steps must be >= 1, got {cfg.accum_steps}.")
     device = next(model.parameters()).device
+    info = dist_info()
+    ddp = info.distributed
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = history or History()
-    start = 0
+    start, restored = 0, False
     if cfg.ckpt_path and cfg.resume and Path(cfg.ckpt_path).is_file():
         state = load_checkpoint(cfg.ckpt_path, model, optimizer, map_location=device)
         start = int(state.get("step", 0))
         history = History.from_dict(state.get("history", {}))
+        if "data" in state and hasattr(data, "load_state_dict"):
+            data.load_state_dict(state["data"])
+        if len(state.get("rng", [])) == info.world_size:
+            _set_rng_state(state["rng"][info.rank], device)
+            restored = True
+    if ddp and not restored:
+        reseed_rank(info.rank)
+    net = data_parallel(LossModule(model, loss_fn), device, cfg.find_unused_parameters) if ddp else None
     ckpt_every = cfg.ckpt_every or cfg.eval_every
     use_amp = cfg.amp and amp_dtype(device) is not None
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
-    quiet = is_quiet() if cfg.progress is None else not cfg.progress
+    quiet = (is_quiet() if cfg.progress is None else not cfg.progress) or not info.is_main
 
     def run_eval(step: int) -> None:
-        if eval_fn is None:
+        if eval_fn is None or not info.is_main:
             return
         model.eval()
         with torch.no_grad():
             result = {k: float(v) for k, v in eval_fn(model).items()}
         model.train()
         history.evals.append({"step": step, **result})
+
+    def save(step: int) -> None:
+        extra = {"rng": gather_objects(_rng_state(device))}  # every rank's generators (a collective)
+        if hasattr(data, "state_dict"):
+            extra["data"] = data.state_dict()
+        if info.is_main:
+            save_checkpoint(cfg.ckpt_path, model, optimizer, step=step, history=history.to_dict(), **extra)
+        barrier()  # the others wait until the file is complete
 
     model.train()
     batches = _batches(data, start)
@@ -172,18 +253,31 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        batch = to_device(next(batches), device)
-        with autocast(device) if use_amp else contextlib.nullcontext():
-            out = loss_fn(model, batch)
-        loss = out["loss"] if isinstance(out, dict) else out
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"Loss is {loss.item()} at step {step}: lower the learning rate.")
+        batch = next(batches)
+        if ddp:
+            batch = shard_batch(batch, info.rank, info.world_size)  # this rank's B / W rows
+        batch = to_device(batch, device)
+        micro = [batch] if cfg.accum_steps == 1 else [shard_batch(batch, i, cfg.accum_steps)
+                                                      for i in range(cfg.accum_steps)]
+        losses = []
         optimizer.zero_grad(set_to_none=True)
+        for i, mb in enumerate(micro):
+            # DDP all-reduces the gradients only on the last micro-batch; the others just accumulate
+            sync = not ddp or i == len(micro) - 1
+            with contextlib.nullcontext() if sync else net.no_sync():
+                with autocast(device) if use_amp else contextlib.nullcontext():
+                    out = net(mb) if ddp else loss_fn(model, mb)
+                loss = out["loss"] if isinstance(out, dict) else out
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"Loss is {loss.item()} at step {step}: lower the learning rate.")
+                scaled = loss / cfg.accum_steps if cfg.accum_steps > 1 else loss  # the mean over micro-batches
+                if scaler is not None:
+                    scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            losses.append(loss.detach())
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         if scaler is not None:
@@ -193,8 +287,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
             optimizer.step()
         if on_step is not None:
             on_step(step)
+        step_loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         history.steps.append(step)
-        history.loss.append(loss.item())
+        history.loss.append(all_reduce_mean(step_loss).item())  # the loss of the global batch
         if not quiet and step % 10 == 0:
             bar.set_postfix(loss=f"{history.smoothed(10)[-1]:.4f}")
         done = step + 1
@@ -203,13 +298,15 @@ def fit(model: torch.nn.Module, loss_fn: Callable, data, cfg: TrainConfig | None
         if cfg.ckpt_path and ckpt_every and done % ckpt_every == 0 and done < cfg.steps:
             history.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            save_checkpoint(cfg.ckpt_path, model, optimizer, step=done, history=history.to_dict())
+            save(done)
     bar.close()
     if start < cfg.steps or not history.evals:
         run_eval(cfg.steps)
     history.seconds += time.perf_counter() - t0
     if cfg.ckpt_path:
-        save_checkpoint(cfg.ckpt_path, model, optimizer, step=cfg.steps, history=history.to_dict())
+        save(cfg.steps)
+    if ddp:
+        history.evals = broadcast_object(history.evals)  # rank 0 evaluated; every rank returns the same
     model.eval()
     return history
 
