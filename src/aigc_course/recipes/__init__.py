@@ -30,6 +30,10 @@ RECIPES = {
     "gpt_levels": "aigc_course.recipes.gpt_levels",
     "gpt_abc": "aigc_course.recipes.gpt_abc",
     "masked_lm_tatoeba": "aigc_course.recipes.masked_lm_tatoeba",
+    "assistant_gpt": "aigc_course.recipes.assistant_gpt",
+    "assistant_base": "aigc_course.recipes.assistant_base",
+    "assistant_sft": "aigc_course.recipes.assistant_sft",
+    "assistant_tuned": "aigc_course.recipes.assistant_tuned",
 }
 
 

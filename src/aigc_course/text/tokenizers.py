@@ -20,6 +20,7 @@ TOKENIZER_TYPES = {
     "char": "aigc_course.text.tokenizers:CharTokenizer",
     "vocab": "aigc_course.text.vocab:Vocab",  # word/character vocabularies with special tokens
     "bpe": "aigc_course.text.bpe:BPETokenizer",
+    "chat": "aigc_course.assistant.chat:ChatTokenizer",  # characters + role tokens (3.9, 5.14)
 }
 
 
