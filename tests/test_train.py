@@ -163,3 +163,32 @@ def test_evaluate_and_history_helpers():
     h = History(steps=[0, 1, 2], loss=[3.0, 1.0, 2.0])
     assert h.smoothed(2) == [3.0, 2.0, 1.5]
     assert History.from_dict(h.to_dict()) == h
+
+
+def test_resume_continues_the_stream_of_text_windows_exactly(tmp_path):
+    """batch_fn's windows are part of the checkpoint: a GPT resumed from step 6 of 12 ends with
+    the same weights as one trained in one go (a fresh generator would draw other windows)."""
+    from aigc_course.models import GPT, GPTConfig
+    from aigc_course.text.batches import batch_fn
+
+    data = torch.randint(0, 11, (400,), generator=torch.Generator().manual_seed(0))
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+
+    def loss(m, b):
+        return m(*b)[1]
+
+    def run(steps, ckpt=None):
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        fit(model, loss, batch_fn(data, 8, 4, seed=1),
+            TrainConfig(steps=steps, lr=1e-2, ckpt_path=ckpt, progress=False))
+        return model
+
+    whole = run(12)
+    ckpt = tmp_path / "lm.safetensors"
+    run(6, ckpt)  # stops at step 6 and leaves its checkpoint
+    torch.manual_seed(0)
+    resumed = GPT(cfg)
+    fit(resumed, loss, batch_fn(data, 8, 4, seed=1), TrainConfig(steps=12, lr=1e-2, ckpt_path=ckpt, progress=False))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")

@@ -9,6 +9,7 @@ from an untrusted source cannot execute code.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -103,3 +104,13 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
             state.setdefault(int(pid), {}).update(scalars)
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     return json.loads(meta.get("state", "{}"))
+
+
+def state_text(state: torch.Tensor) -> str:
+    """A generator's state (a uint8 tensor, ``g.get_state()``) as text, for a checkpoint's JSON."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def text_state(text: str) -> torch.Tensor:
+    """Undo :func:`state_text`: the uint8 tensor for ``g.set_state``."""
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)

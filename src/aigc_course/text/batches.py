@@ -17,10 +17,9 @@ cutter :func:`random_windows` also feeds the masked language model of :mod:`.mas
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from aigc_course.checkpoint import state_text, text_state
 from aigc_course.runtime import randint
 
 
@@ -73,12 +72,29 @@ def get_batch(data: torch.Tensor, block_size: int, batch_size: int,
     return w[:, :-1], w[:, 1:]
 
 
-def batch_fn(data: torch.Tensor, block_size: int, batch_size: int,
-             seed: int = 0) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """A function ``step -> (x, y)`` with its own seeded generator, ready for ``train.fit``."""
+class WindowBatches:
+    """``step -> (x, y)``: what :func:`batch_fn` returns. ``state_dict`` / ``load_state_dict``
+    save and restore its generator, so ``train.fit`` resumes the stream of windows exactly."""
+
+    def __init__(self, data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
+        self.data, self.block_size, self.batch_size, self.generator = data, block_size, batch_size, generator
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return get_batch(self.data, self.block_size, self.batch_size, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": state_text(self.generator.get_state())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.generator.set_state(text_state(state["generator"]))
+
+
+def batch_fn(data: torch.Tensor, block_size: int, batch_size: int, seed: int = 0) -> WindowBatches:
+    """A function ``step -> (x, y)`` with its own seeded generator, ready for ``train.fit``
+    (under DDP the batch is the global one; ``fit`` gives each rank its shard)."""
     _check(data, block_size, batch_size)
-    gen = torch.Generator().manual_seed(seed)
-    return lambda step: get_batch(data, block_size, batch_size, gen)
+    return WindowBatches(data, block_size, batch_size, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

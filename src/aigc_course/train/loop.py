@@ -17,7 +17,6 @@ adds what real training needs:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import math
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from aigc_course.checkpoint import load_checkpoint, save_checkpoint
+from aigc_course.checkpoint import load_checkpoint, save_checkpoint, state_text, text_state
 from aigc_course.runtime import amp_dtype, autocast, is_quiet
 from aigc_course.train.distributed import (
     LossModule,
@@ -99,16 +98,6 @@ def to_device(batch, device):
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
-
-
-def state_text(state: torch.Tensor) -> str:
-    """A generator's state (a uint8 tensor, ``g.get_state()``) as text, for a checkpoint's JSON."""
-    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
-
-
-def text_state(text: str) -> torch.Tensor:
-    """Undo :func:`state_text`: the uint8 tensor for ``g.set_state``."""
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
 class RandomBatches:
