@@ -203,7 +203,7 @@ def test_assistant_tuned_recipe_runs_in_fast_mode(tmp_path, monkeypatch):
     """Fast mode into a temporary cache (never ~/.cache/aigc_course/weights), then load every stage."""
     pytest.importorskip("sklearn")
     monkeypatch.setenv("AIGC_CACHE_DIR", str(tmp_path))
-    from aigc_course.assistant.lora import LoRALinear
+    from aigc_course.assistant.lora import LoRALinear, TrainableTokens
     from aigc_course.assistant.preference import GPTRewardModel
     from aigc_course.recipes import assistant_tuned as recipe
 
@@ -219,6 +219,10 @@ def test_assistant_tuned_recipe_runs_in_fast_mode(tmp_path, monkeypatch):
         if kind == "reward":
             assert isinstance(model, GPTRewardModel)
         else:
+            if kind == "lora_sft":  # the role tokens' rows were trained and saved with the adapters
+                assert isinstance(model.tok_emb, TrainableTokens) and card["config"]["token_rows"] == [0, 1, 2]
+                emb = model.tok_emb
+                assert not torch.equal(emb.rows, emb.base.weight[emb.ids])
             out = model.generate(torch.zeros(1, 2, dtype=torch.long), 3, temperature=0.0)
             assert out.shape == (1, 5)
     with pytest.raises(ValueError, match="Unknown stage"):

@@ -13,6 +13,7 @@ from aigc_course.assistant.lora import (
     lora_layers,
     lora_state_dict,
     merge_lora,
+    train_token_rows,
     trainable_parameters,
     truncate_update,
     update_spectrum,
@@ -139,6 +140,54 @@ def test_merge_lora_unwraps_to_the_base_architecture():
     fresh.load_state_dict(model.state_dict())  # same keys as a plain GPT
     with torch.no_grad():
         torch.testing.assert_close(fresh(idx), y, atol=1e-5, rtol=1e-5)
+
+
+def test_token_rows_train_only_their_rows_in_embedding_and_tied_head_and_merge_back():
+    torch.manual_seed(0)
+    cfg = GPTConfig.tiny(vocab_size=20, block_size=16)
+    model = GPT(cfg)
+    table = model.tok_emb.weight.detach().clone()
+    idx = torch.randint(3, 20, (4, 10))
+    idx[:, 0], idx[:, 5] = 0, 2  # the new tokens occur in the input
+    with torch.no_grad():
+        y0 = model(idx)
+    train_token_rows(add_lora(model, r=2, alpha=4), [0, 1, 2])
+    assert trainable_parameters(model) == sum(
+        2 * (lay.in_features + lay.out_features) for lay in lora_layers(model)) + 3 * cfg.n_embd
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), y0)  # the copy of the rows starts equal
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(3):
+        _, loss = model(idx, idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    new = model.tok_emb.weight.detach()
+    assert torch.equal(new[3:], table[3:])  # every other row is frozen
+    assert (new[:3] - table[:3]).abs().amax(dim=1).min() > 1e-3  # each new row moved
+    assert torch.equal(model.tok_emb.base.weight, table)  # the frozen table itself is untouched
+    h = torch.randn(2, cfg.n_embd)
+    torch.testing.assert_close(model.lm_head(h), h @ new.T)  # the tied head reads the new rows
+    sd = lora_state_dict(model)
+    assert sum(k.endswith("tok_emb.rows") for k in sd) == 1 and sd["tok_emb.rows"].shape == (3, cfg.n_embd)
+    with torch.no_grad():
+        y = model(idx)
+        merge_lora(model)
+        assert isinstance(model.tok_emb, nn.Embedding) and model.lm_head.weight is model.tok_emb.weight
+        fresh = GPT(cfg)
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(fresh(idx), y, atol=1e-5, rtol=1e-5)
+
+
+def test_token_rows_bad_input():
+    model = GPT(GPTConfig.tiny(vocab_size=20, block_size=16))
+    for ids in ([], [0, 0], [20], [-1]):
+        with pytest.raises(ValueError, match="distinct integers"):
+            train_token_rows(copy.deepcopy(model), ids)
+    with pytest.raises(ValueError, match="tok_emb"):
+        train_token_rows(train_token_rows(model, [1]), [2])
+    with pytest.raises(ValueError, match="tok_emb"):
+        train_token_rows(TwoLayer(), [0])
 
 
 def test_delta_weight_has_rank_at_most_r():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -99,6 +100,66 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha:g}, merged={self.merged}"
 
 
+class TrainableTokens(nn.Module):
+    """A frozen embedding table of which only the rows ``ids`` train: the new tokens of a fine-tune.
+
+    Tokens added for fine-tuning (here the chat template's role tokens) never occurred in
+    pretraining, so their rows of the table are untrained, and adapters on the linear layers
+    cannot change them. As ``peft``'s ``trainable_token_indices`` does, those rows (and only
+    they) get their own trainable copy ``rows`` (len(ids), d), initialised from the table.
+    ``weight`` is the full table with the rows in place; a tied output head reads it too.
+    """
+
+    def __init__(self, base: nn.Embedding, ids):
+        super().__init__()
+        if not isinstance(base, nn.Embedding):
+            raise TypeError(f"TrainableTokens wraps an nn.Embedding, got {type(base).__name__}.")
+        ids = torch.as_tensor(list(ids), dtype=torch.long)
+        V = base.num_embeddings
+        if ids.numel() == 0 or ids.min() < 0 or ids.max() >= V or len(set(ids.tolist())) != ids.numel():
+            raise ValueError(f"token ids must be distinct integers in [0, {V}), got {ids.tolist()}.")
+        self.base = base
+        base.weight.requires_grad_(False)
+        self.register_buffer("ids", ids.to(base.weight.device))
+        self.rows = nn.Parameter(base.weight.detach()[ids].clone())  # (len(ids), d)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight.index_copy(0, self.ids, self.rows.to(self.base.weight.dtype))  # (V, d)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.embedding(idx, self.weight)
+
+
+class TiedHead(nn.Module):
+    """The output head of a tied model whose embedding is a :class:`TrainableTokens`: logits = x E^T
+    with the current table. The table is held in a list, so it is not a second submodule (the
+    state dict keeps one copy of the rows)."""
+
+    def __init__(self, emb: TrainableTokens):
+        super().__init__()
+        self._emb = [emb]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self._emb[0].weight)
+
+
+def train_token_rows(model: nn.Module, ids) -> nn.Module:
+    """Let the rows ``ids`` of ``model.tok_emb`` train (in place; returns ``model``). If the output
+    head is tied to the embedding (the course's GPT), it keeps reading the same, updated table.
+    Call after :func:`add_lora`, which freezes everything else."""
+    emb = getattr(model, "tok_emb", None)
+    if not isinstance(emb, nn.Embedding):
+        raise ValueError("train_token_rows needs a model with an nn.Embedding named tok_emb "
+                         "(the course's GPT); it already has trainable rows or no such embedding.")
+    head = getattr(model, "lm_head", None)
+    tied = head is not None and getattr(head, "weight", None) is emb.weight
+    model.tok_emb = TrainableTokens(emb, ids)
+    if tied:
+        model.lm_head = TiedHead(model.tok_emb)
+    return model
+
+
 def add_lora(model: nn.Module, r: int = 8, alpha: float = 16,
              targets: tuple[str, ...] = ("qkv", "proj", "fc"), dropout: float = 0.0) -> nn.Module:
     """Freeze every parameter of ``model`` and wrap each ``nn.Linear`` child named in ``targets``.
@@ -152,12 +213,19 @@ def merge_lora(model: nn.Module, unwrap: bool = True) -> nn.Module:
             for name, child in list(parent.named_children()):
                 if isinstance(child, LoRALinear):
                     setattr(parent, name, child.base)
+        if isinstance(emb := getattr(model, "tok_emb", None), TrainableTokens):
+            emb.base.weight.index_copy_(0, emb.ids, emb.rows.to(emb.base.weight.dtype))
+            model.tok_emb = emb.base
+            if isinstance(model.lm_head, TiedHead):
+                model.lm_head = nn.Linear(emb.base.embedding_dim, emb.base.num_embeddings, bias=False)
+                model.lm_head.weight = emb.base.weight  # tied again
     return model
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter tensors (``...lora_A`` / ``...lora_B``): what a LoRA checkpoint stores."""
-    sd = {k: v for k, v in model.state_dict().items() if k.endswith(("lora_A", "lora_B"))}
+    """Only the adapter tensors (``...lora_A`` / ``...lora_B``, and the ``rows`` of a
+    :class:`TrainableTokens`): what a LoRA checkpoint stores."""
+    sd = {k: v for k, v in model.state_dict().items() if k.endswith(("lora_A", "lora_B", "tok_emb.rows"))}
     if not sd:
         raise ValueError("The model has no LoRA adapters (see add_lora).")
     return sd
@@ -234,5 +302,6 @@ def truncate_update(base: nn.Module, tuned: nn.Module, r: int,
     return model
 
 
-__all__ = ["LoRALinear", "add_lora", "energy_kept", "lora_layers", "lora_state_dict",
-           "merge_lora", "trainable_parameters", "truncate_update", "update_spectrum"]
+__all__ = ["LoRALinear", "TiedHead", "TrainableTokens", "add_lora", "energy_kept", "lora_layers", "lora_state_dict",
+           "merge_lora", "train_token_rows", "trainable_parameters", "truncate_update",
+           "update_spectrum"]

@@ -5,6 +5,10 @@ this recipe trains four small sets of weights and ships only them, as float16 in
 
 1. ``lora_sft``: supervised fine-tuning of the *base* model with LoRA adapters (Hu et al., 2021)
    on the same instruction data as the full SFT, response-only loss: LoRA against full fine-tuning.
+   The three role tokens never occurred in pretraining, so their embedding rows (tied to the
+   output head) train too (``lora.train_token_rows``, 288 numbers; ``peft`` calls this
+   ``trainable_token_indices``): without them the base model's untrained rows for ``<|end|>``
+   and the roles stay as pretraining left them.
 2. ``reward``: a reward model (``preference.GPTRewardModel``: the SFT trunk with adapters, a new
    scalar head) fitted with the Bradley-Terry loss to preference pairs: two replies sampled from
    the SFT model at temperature 1 per training prompt, ranked by ``tasks.check``, ties dropped.
@@ -30,7 +34,7 @@ import torch
 from torch import nn
 
 from aigc_course.assistant.chat import encode_sft, format_prompt, replies
-from aigc_course.assistant.lora import add_lora, lora_state_dict
+from aigc_course.assistant.lora import add_lora, lora_state_dict, train_token_rows
 from aigc_course.assistant.models import load_or_train as load_stage
 from aigc_course.assistant.preference import (
     GPTRewardModel,
@@ -61,25 +65,26 @@ class TunedConfig:
     alpha: float = 16.0
     targets: tuple[str, ...] = ("qkv", "proj", "fc")
     batch_size: int = 32  # SFT batches; preference batches are pref_batch pairs
-    sft_examples: int = 20000  # the instruction data of the full SFT (assistant_gpt)
-    sft_steps: int = 300  # the full SFT took 700 steps; adapters learn faster at a larger rate
-    sft_lr: float = 4e-3  # full fine-tuning used 1e-3
-    pair_prompts: int = 300  # training prompts sampled twice for preference pairs
+    sft_examples: int = 40000  # drawn like the full SFT's (assistant_gpt), fewer of them
+    sft_steps: int = 1000  # the full SFT took 5,000 steps of 32; adapters learn faster at a larger rate
+    sft_lr: float = 4e-3  # full fine-tuning used 2e-3
+    token_rows: bool = True  # LoRA SFT also trains the role tokens' embedding rows
+    pair_prompts: int = 1000  # training prompts sampled twice for preference pairs
     pair_temperature: float = 1.0
     pref_batch: int = 16
-    rm_steps: int = 150
+    rm_steps: int = 300
     rm_lr: float = 1e-3
-    dpo_steps: int = 150
+    dpo_steps: int = 300
     dpo_lr: float = 1e-3
     dpo_beta: float = 0.1
-    rlhf_steps: int = 40
+    rlhf_steps: int = 60
     rlhf_lr: float = 1e-3
     rlhf_beta: float = 0.05
     rlhf_prompts_per_step: int = 4
     rlhf_samples_per_prompt: int = 4
     max_new_tokens: int = 48  # of the sampled replies (pairs, RLHF)
     eval_new_tokens: int = 88  # of the greedy test replies, as assistant_gpt's card
-    eval_examples: int = 50  # per phrasing, test split (10 per task)
+    eval_examples: int = 100  # per phrasing, test split (20 per task)
     kl_prompts: int = 20  # test prompts (4 sampled replies each) of the KL to the SFT model
 
     @classmethod
@@ -114,9 +119,14 @@ def sampled_pairs(model: nn.Module, tok, examples: list, max_new_tokens: int = 4
     return pairs, two
 
 
-def adapted(model: nn.Module, cfg: TunedConfig) -> nn.Module:
-    """A copy of ``model`` with LoRA adapters (its own weights frozen)."""
-    return add_lora(copy.deepcopy(model), r=cfg.r, alpha=cfg.alpha, targets=tuple(cfg.targets))
+ROLE_IDS = (0, 1, 2)  # chat.ChatTokenizer's user_id, assistant_id, end_id
+
+
+def adapted(model: nn.Module, cfg: TunedConfig, token_rows: bool = False) -> nn.Module:
+    """A copy of ``model`` with LoRA adapters (its own weights frozen); with ``token_rows``, the
+    role tokens' embedding rows train as well."""
+    out = add_lora(copy.deepcopy(model), r=cfg.r, alpha=cfg.alpha, targets=tuple(cfg.targets))
+    return train_token_rows(out, ROLE_IDS) if token_rows else out
 
 
 def reward_model(sft: nn.Module, cfg: TunedConfig) -> GPTRewardModel:
@@ -250,7 +260,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0) -> dict:
 
     # 1. LoRA SFT of the base model
     x, y = encode_sft(tok, make_examples("train", cfg.sft_examples, seed=seed), block)
-    lora_sft = adapted(base, cfg)
+    lora_sft = adapted(base, cfg, token_rows=cfg.token_rows)
     run_fit(lora_sft, sft_loss, (x, y), cfg.sft_steps, cfg.sft_lr, "lora_sft", cfg.batch_size)
     finish(lora_sft, "lora_sft")
     # 2. preference pairs from two sampled SFT replies per prompt, ranked by the checkers
@@ -302,6 +312,7 @@ def train(out_dir=None, fast: bool = False, seed: int = 0) -> dict:
         "name": NAME,
         "arch": "gpt_lora_adapters",
         "config": {"r": cfg.r, "alpha": cfg.alpha, "targets": list(cfg.targets), "kinds": list(KINDS),
+                   "token_rows": list(ROLE_IDS) if cfg.token_rows else [],
                    "base": "assistant_base", "sft": "assistant_sft",
                    "base_sha256": file_sha256("assistant_base"), "sft_sha256": file_sha256("assistant_sft")},
         "train_command": train_command(NAME, fast=fast, seed=seed),
@@ -331,7 +342,8 @@ def load(kind: str, device=None) -> nn.Module:
     tensors, _ = load_tensors(weights)
     start, _ = load_stage("assistant_base" if kind == "lora_sft" else "assistant_sft")
     cfg = replace(TunedConfig(), r=c["r"], alpha=c["alpha"], targets=tuple(c["targets"]))
-    model = reward_model(start, cfg) if kind == "reward" else adapted(start, cfg)
+    rows = kind == "lora_sft" and bool(c.get("token_rows"))
+    model = reward_model(start, cfg) if kind == "reward" else adapted(start, cfg, token_rows=rows)
     own = {k[len(kind) + 1:]: v.float() for k, v in tensors.items() if k.startswith(kind + ".")}
     if missing := set(adapter_state(model, kind)) - set(own):
         raise ValueError(f"{weights} lacks {len(missing)} tensors of stage {kind!r}; retrain it.")
