@@ -241,5 +241,29 @@ def train_rlhf(policy: nn.Module, ref: nn.Module, reward_fn: RewardFn,
     return history
 
 
-__all__ = ["RLHFConfig", "Rollout", "baseline_of", "policy_kl", "reply_mask", "rlhf_step",
+@torch.no_grad()
+def sampled_kl(policy: nn.Module, ref: nn.Module, tok, instructions: list[str], samples: int = 4,
+               max_new_tokens: int = 48, generator: torch.Generator | None = None) -> float:
+    """KL(policy || ref) on the replies to ``instructions``: the mean over replies y ~ policy
+    (temperature 1, up to and including the end token) of log policy(y|x) - log ref(y|x)."""
+    from aigc_course.assistant.chat import format_prompt
+
+    logp, logp_ref = [], []
+    for x in instructions:
+        prompt = torch.tensor(tok.encode(format_prompt(x)))
+        P = len(prompt)
+        n = min(max_new_tokens, policy.config.block_size - P)
+        idx = policy.generate(prompt.repeat(samples, 1), n, temperature=1.0, generator=generator)
+        mask = reply_mask(idx[:, P:], tok.end_id)  # (samples, n): the reply and its end token
+        logp.append((sequence_logprobs(policy, idx, P, per_token=True) * mask).sum(1))
+        logp_ref.append((sequence_logprobs(ref, idx, P, per_token=True) * mask).sum(1))
+    return float(kl_to_reference(torch.cat(logp), torch.cat(logp_ref)))
+
+
+def win_rate(scores: list[float], other: list[float]) -> float:
+    """Share of examples where ``scores`` beat ``other``, ties counted as half a win."""
+    return sum((a > b) + 0.5 * (a == b) for a, b in zip(scores, other)) / len(scores)
+
+
+__all__ = ["RLHFConfig", "Rollout", "baseline_of", "policy_kl", "reply_mask", "rlhf_step", "sampled_kl", "win_rate",
            "rollout", "train_rlhf"]

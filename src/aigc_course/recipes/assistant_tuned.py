@@ -43,7 +43,7 @@ from aigc_course.assistant.preference import (
     reward_lengths,
     reward_model_loss,
 )
-from aigc_course.assistant.rlhf import RLHFConfig, train_rlhf
+from aigc_course.assistant.rlhf import RLHFConfig, sampled_kl, train_rlhf, win_rate  # noqa: F401 (re-exported)
 from aigc_course.assistant.tasks import make_examples
 from aigc_course.checkpoint import CheckpointError, load_tensors
 from aigc_course.data.download import sha256sum
@@ -166,31 +166,6 @@ def rm_reward_fn(rm: GPTRewardModel, pad_id: int):
     def reward_fn(prompt: torch.Tensor, reply_ids: list[torch.Tensor]) -> list[float]:
         return score_rows(rm, [prompt.tolist() + y.tolist() for y in reply_ids], pad_id).tolist()
     return reward_fn
-
-
-@torch.no_grad()
-def sampled_kl(policy: nn.Module, ref: nn.Module, tok, instructions: list[str], samples: int = 4,
-               max_new_tokens: int = 48, generator: torch.Generator | None = None) -> float:
-    """KL(policy || ref) on the replies to ``instructions``: the mean over replies y ~ policy
-    (temperature 1, up to and including the end token) of log policy(y|x) - log ref(y|x)."""
-    from aigc_course.assistant.rlhf import reply_mask
-    from aigc_course.concepts.feedback import kl_to_reference, sequence_logprobs
-
-    logp, logp_ref = [], []
-    for x in instructions:
-        prompt = torch.tensor(tok.encode(format_prompt(x)))
-        P = len(prompt)
-        n = min(max_new_tokens, policy.config.block_size - P)
-        idx = policy.generate(prompt.repeat(samples, 1), n, temperature=1.0, generator=generator)
-        mask = reply_mask(idx[:, P:], tok.end_id)  # (samples, n): the reply and its end token
-        logp.append((sequence_logprobs(policy, idx, P, per_token=True) * mask).sum(1))
-        logp_ref.append((sequence_logprobs(ref, idx, P, per_token=True) * mask).sum(1))
-    return float(kl_to_reference(torch.cat(logp), torch.cat(logp_ref)))
-
-
-def win_rate(scores: list[float], other: list[float]) -> float:
-    """Share of examples where ``scores`` beat ``other``, ties counted as half a win."""
-    return sum((a > b) + 0.5 * (a == b) for a, b in zip(scores, other)) / len(scores)
 
 
 def evaluate_stages(models: dict, rm: GPTRewardModel, tok, n: int, max_new_tokens: int = 88,
