@@ -278,3 +278,55 @@ def test_dpo_loss_and_stats_equal_trl():
                               ("reward_rejected", "rewards/rejected"),
                               ("accuracy", "rewards/accuracies")]:
         assert stats[ours_key] == pytest.approx(m[trl_key][0], abs=1e-6), ours_key
+
+
+def test_dpo_nll_term_equals_trl_sigmoid_plus_sft():
+    """``dpo_loss_fn(..., nll_weight=a)`` = DPO + a * the chosen tokens' mean NLL, as TRL's
+    ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, a]`` computes it."""
+    pytest.importorskip("trl")
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    torch.manual_seed(0)
+    B, T, beta, a = 3, 6, 0.3, 0.7
+    ref, policy = (GPT(GPTConfig.tiny(vocab_size=8, block_size=8)) for _ in range(2))
+    g = torch.Generator().manual_seed(1)
+    ids_c, ids_r = torch.randint(0, 8, (B, T), generator=g), torch.randint(0, 8, (B, T), generator=g)
+    tgt_c, tgt_r = torch.randint(0, 8, (B, T), generator=g), torch.randint(0, 8, (B, T), generator=g)
+    tgt_c[0, :3], tgt_r[1, :2] = -100, -100  # prompts of different lengths: the NLL is per token, not per reply
+    ours = dpo_loss_fn(ref, beta, nll_weight=a)(policy, (ids_c, tgt_c, ids_r, tgt_r))
+
+    def per_token(model, ids, tgt):  # (B, T) log-probs of every target
+        logits = model(ids)
+        logits = logits[0] if isinstance(logits, tuple) else logits  # (B, T, V)
+        return torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * (tgt != -100)
+
+    with torch.no_grad():
+        lp = torch.cat([per_token(policy, ids_c, tgt_c), per_token(policy, ids_r, tgt_r)])  # (2B, T)
+        ref_lp = torch.cat([per_token(ref, ids_c, tgt_c), per_token(ref, ids_r, tgt_r)]).sum(1)
+    mask = torch.cat([tgt_c, tgt_r]) != -100  # (2B, T)
+    nll = -lp[:B].sum() / mask[:B].sum()
+    by_hand = dpo_loss(lp[:B].sum(1), lp[B:].sum(1), ref_lp[:B], ref_lp[B:], beta)[0] + a * nll
+    torch.testing.assert_close(ours["loss"].detach(), by_hand)
+    assert ours["nll"].item() == pytest.approx(nll.item(), rel=1e-5)
+
+    outputs = SimpleNamespace(log_probs=lp, entropy=torch.zeros_like(lp), mean_logits=torch.zeros_like(lp),
+                              is_top1=torch.zeros_like(lp, dtype=torch.bool))
+
+    def model(**kw):
+        return outputs
+
+    model.training = True
+    completion = torch.cat([torch.ones(2 * B, 1, dtype=torch.long), mask.long()], 1)  # TRL shifts it by one
+    stub = SimpleNamespace(
+        model=model, accelerator=SimpleNamespace(device="cpu", gather=lambda x: x, gather_for_metrics=lambda x: x),
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        loss_types=["sigmoid", "sft"], loss_weights=[1.0, a], beta=beta, use_weighting=False,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+    inputs = {"input_ids": torch.zeros(2 * B, T + 1, dtype=torch.long), "attention_mask": completion,
+              "completion_mask": completion, "ref_chosen_logps": ref_lp[:B], "ref_rejected_logps": ref_lp[B:]}
+    torch.testing.assert_close(ours["loss"].detach(), DPOTrainer._compute_loss(stub, model, inputs, return_outputs=False))
+    with pytest.raises(ValueError, match="nll_weight"):
+        dpo_loss_fn(ref, beta, nll_weight=-1.0)

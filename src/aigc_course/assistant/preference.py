@@ -185,9 +185,16 @@ def reward_model_loss(model: nn.Module, batch) -> dict:
     return {"loss": bradley_terry_loss(r_c, r_r), "acc": (r_c > r_r).float().mean().detach()}
 
 
-def dpo_loss_fn(ref: nn.Module, beta: float) -> Callable:
+def dpo_loss_fn(ref: nn.Module, beta: float, nll_weight: float = 0.0) -> Callable:
     """A ``fit`` loss ``(policy, batch) -> dict`` for DPO against the frozen model ``ref``;
-    batch = (ids_c, targets_c, ids_r, targets_r) as ``encode_sft`` lays them out."""
+    batch = (ids_c, targets_c, ids_r, targets_r) as ``encode_sft`` lays them out.
+
+    ``nll_weight`` > 0 adds that multiple of the chosen replies' negative log-likelihood per
+    token (the SFT loss on the chosen replies; DPO+NLL of Pang et al., 2024, TRL's
+    ``loss_type=["sigmoid", "sft"]``): it keeps the chosen replies likely, where plain DPO may
+    lower both replies' probabilities as long as their difference grows."""
+    if nll_weight < 0:
+        raise ValueError(f"nll_weight must be >= 0, got {nll_weight!r}.")
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -198,6 +205,9 @@ def dpo_loss_fn(ref: nn.Module, beta: float) -> Callable:
             ref_c, ref_r = response_logprobs(ref, ids_c, tgt_c), response_logprobs(ref, ids_r, tgt_r)
         pi_c, pi_r = response_logprobs(policy, ids_c, tgt_c), response_logprobs(policy, ids_r, tgt_r)
         loss, stats = dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+        if nll_weight:
+            nll = -pi_c.sum() / (tgt_c != -100).sum()  # mean over the chosen replies' tokens
+            loss, stats = loss + nll_weight * nll, {**stats, "nll": nll.item()}
         return {"loss": loss, **{k: torch.tensor(v) for k, v in stats.items()}}
 
     return loss_fn

@@ -15,7 +15,8 @@ itself in its ``train_command``):
 
 Model (both): the course GPT, causal, learned positions, tied embeddings; ``cpu``: 4 layers, 4
 heads, width 96, block 128 (about 0.57 M parameters, 1.1 MB in float16). Optimiser: AdamW,
-betas (0.9, 0.99), weight decay 0.1 on matrices, linear warm-up and cosine decay. One CPU thread.
+betas (0.9, 0.99), weight decay 0.1 on matrices, linear warm-up and cosine decay. The card
+records the threads and the seconds of each stage.
 
 Card metrics: held-out loss of each stage (pretraining: nats per character on the validation
 text; SFT: response-only loss on ``make_examples("val", ...)``, for the base and the SFT model)
@@ -58,13 +59,13 @@ class AssistantRecipe:
     n_embd: int = 96
     block_size: int = 128
     max_other: int = 1200  # characters beyond ASCII kept in the vocabulary
-    pre_steps: int = 1000
-    pre_batch: int = 16
+    pre_steps: int = 6000
+    pre_batch: int = 32
     pre_lr: float = 2e-3
-    sft_steps: int = 2500
-    sft_batch: int = 16
+    sft_steps: int = 5000
+    sft_batch: int = 32
     sft_lr: float = 2e-3
-    n_sft: int = 40000  # training examples (all five tasks, training phrasings)
+    n_sft: int = 80000  # training examples (all five tasks, training phrasings)
     n_eval: int = 20  # test examples per task and phrasing
     max_new_tokens: int = 88
 
